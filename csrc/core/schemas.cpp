@@ -1,0 +1,33 @@
+// The one place where linattn's operator schemas are declared. Backends register kernels for these
+// names with TORCH_LIBRARY_IMPL in their own files (ops/<family>/<family>_{cpu,cuda,meta,autograd}.cpp).
+#include <torch/library.h>
+
+TORCH_LIBRARY(linattn, m) {
+  const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
+
+  // ---- GLA family (ops/gla) ----
+  m.def(
+      "chunk_gla(Tensor q, Tensor k, Tensor v, Tensor g, float? scale=None, Tensor? initial_state=None, "
+      "bool output_final_state=False, Tensor? cu_seqlens=None) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "fused_recurrent_gla(Tensor q, Tensor k, Tensor v, Tensor? gk=None, float? scale=None, "
+      "Tensor? initial_state=None, bool output_final_state=False, Tensor? cu_seqlens=None) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "chunk_simple_gla(Tensor q, Tensor k, Tensor v, Tensor? g=None, Tensor? g_gamma=None, float? scale=None, "
+      "Tensor? initial_state=None, bool output_final_state=False, Tensor? cu_seqlens=None) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "fused_recurrent_simple_gla(Tensor q, Tensor k, Tensor v, Tensor? g=None, Tensor? g_gamma=None, "
+      "float? scale=None, Tensor? initial_state=None, bool output_final_state=False, Tensor? cu_seqlens=None) "
+      "-> (Tensor, Tensor)",
+      tags);
+  // Shared backward of the four ops above. g is [B,T,H,K] (vector gate) or [B,T,H] (scalar gate).
+  // Returns (dq, dk, dv, dg, dg_gamma, dh0); a gradient whose input was absent is an empty tensor.
+  m.def(
+      "_gla_backward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor? g_gamma, Tensor do, Tensor? dht, "
+      "float? scale, Tensor? initial_state, Tensor? cu_seqlens) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      tags);
+}

@@ -1,0 +1,48 @@
+#pragma once
+// Gated linear attention (GLA) and its scalar-gate form (simple GLA / lightning decay).
+//
+// Layout [B, T, H, D]; varlen via cu_seqlens (int64 [N+1], B == 1). Every function returns
+// (o, final_state): o is [B, T, H, V] in q's dtype, final_state is [N, H, K, V] in float32 (float64 for
+// float64 inputs) when output_final_state is true and an undefined tensor otherwise. Gates are log-space
+// per step. All functions go through the dispatcher, so gradients flow through torch::autograd.
+
+#include <optional>
+#include <tuple>
+
+#include <ATen/core/Tensor.h>
+
+#include <linattn/export.h>
+
+namespace linattn {
+
+// S_t = diag(exp(g_t)) S_{t-1} + k_t v_t^T, o_t = S_t^T (scale q_t); g is [B, T, H, K]. Chunked algorithm.
+LINATTN_API std::tuple<at::Tensor, at::Tensor> chunk_gla(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g,
+    std::optional<double> scale = std::nullopt,
+    const std::optional<at::Tensor>& initial_state = std::nullopt, bool output_final_state = false,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+// Same recurrence evaluated step by step (decoding, short T); gk may be absent (no decay).
+LINATTN_API std::tuple<at::Tensor, at::Tensor> fused_recurrent_gla(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& gk = std::nullopt, std::optional<double> scale = std::nullopt,
+    const std::optional<at::Tensor>& initial_state = std::nullopt, bool output_final_state = false,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+// Scalar gate per head and step: g is [B, T, H], g_gamma a constant per-head decay [H]; both may be given
+// (their sum is the gate) or neither (plain causal linear attention).
+LINATTN_API std::tuple<at::Tensor, at::Tensor> chunk_simple_gla(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& g = std::nullopt, const std::optional<at::Tensor>& g_gamma = std::nullopt,
+    std::optional<double> scale = std::nullopt,
+    const std::optional<at::Tensor>& initial_state = std::nullopt, bool output_final_state = false,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+LINATTN_API std::tuple<at::Tensor, at::Tensor> fused_recurrent_simple_gla(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const std::optional<at::Tensor>& g = std::nullopt, const std::optional<at::Tensor>& g_gamma = std::nullopt,
+    std::optional<double> scale = std::nullopt,
+    const std::optional<at::Tensor>& initial_state = std::nullopt, bool output_final_state = false,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+}  // namespace linattn

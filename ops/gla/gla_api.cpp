@@ -1,0 +1,112 @@
+// The C++ API of the GLA family: calls through the dispatcher, so autograd, CPU/CUDA selection and
+// torch.compile all see the same ops as Python does.
+#include <ATen/core/dispatch/Dispatcher.h>
+
+#include <linattn/gla.h>
+
+#include "ops/gla/gla_dispatch.h"
+
+namespace linattn {
+
+namespace gla::dispatch {
+
+namespace {
+c10::OperatorHandle handle(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "");
+}
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> chunk_gla(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                             const at::Tensor& g, std::optional<double> scale, const OptTensor& h0,
+                                             bool output_final_state, const OptTensor& cu_seqlens) {
+  static auto op = handle("linattn::chunk_gla").typed<decltype(chunk_gla)>();
+  return op.call(q, k, v, g, scale, h0, output_final_state, cu_seqlens);
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_recurrent_gla(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                       const OptTensor& gk, std::optional<double> scale,
+                                                       const OptTensor& h0, bool output_final_state,
+                                                       const OptTensor& cu_seqlens) {
+  static auto op = handle("linattn::fused_recurrent_gla").typed<decltype(fused_recurrent_gla)>();
+  return op.call(q, k, v, gk, scale, h0, output_final_state, cu_seqlens);
+}
+
+std::tuple<at::Tensor, at::Tensor> chunk_simple_gla(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                    const OptTensor& g, const OptTensor& g_gamma,
+                                                    std::optional<double> scale, const OptTensor& h0,
+                                                    bool output_final_state, const OptTensor& cu_seqlens) {
+  static auto op = handle("linattn::chunk_simple_gla").typed<decltype(chunk_simple_gla)>();
+  return op.call(q, k, v, g, g_gamma, scale, h0, output_final_state, cu_seqlens);
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_recurrent_simple_gla(const at::Tensor& q, const at::Tensor& k,
+                                                              const at::Tensor& v, const OptTensor& g,
+                                                              const OptTensor& g_gamma, std::optional<double> scale,
+                                                              const OptTensor& h0, bool output_final_state,
+                                                              const OptTensor& cu_seqlens) {
+  static auto op = handle("linattn::fused_recurrent_simple_gla").typed<decltype(fused_recurrent_simple_gla)>();
+  return op.call(q, k, v, g, g_gamma, scale, h0, output_final_state, cu_seqlens);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> gla_backward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g, const OptTensor& g_gamma,
+    const at::Tensor& do_, const OptTensor& dht, std::optional<double> scale, const OptTensor& h0,
+    const OptTensor& cu_seqlens) {
+  static auto op = handle("linattn::_gla_backward").typed<decltype(gla_backward)>();
+  return op.call(q, k, v, g, g_gamma, do_, dht, scale, h0, cu_seqlens);
+}
+
+}  // namespace gla::dispatch
+
+namespace {
+// The ops return an empty final state when it was not requested; the C++ API says "undefined" instead.
+std::tuple<at::Tensor, at::Tensor> public_result(std::tuple<at::Tensor, at::Tensor> r, bool output_final_state) {
+  if (!output_final_state) std::get<1>(r) = at::Tensor();
+  return r;
+}
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> chunk_gla(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                             const at::Tensor& g, std::optional<double> scale,
+                                             const std::optional<at::Tensor>& initial_state, bool output_final_state,
+                                             const std::optional<at::Tensor>& cu_seqlens) {
+  return public_result(gla::dispatch::chunk_gla(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens),
+                       output_final_state);
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_recurrent_gla(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                       const std::optional<at::Tensor>& gk,
+                                                       std::optional<double> scale,
+                                                       const std::optional<at::Tensor>& initial_state,
+                                                       bool output_final_state,
+                                                       const std::optional<at::Tensor>& cu_seqlens) {
+  return public_result(
+      gla::dispatch::fused_recurrent_gla(q, k, v, gk, scale, initial_state, output_final_state, cu_seqlens),
+      output_final_state);
+}
+
+std::tuple<at::Tensor, at::Tensor> chunk_simple_gla(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                    const std::optional<at::Tensor>& g,
+                                                    const std::optional<at::Tensor>& g_gamma,
+                                                    std::optional<double> scale,
+                                                    const std::optional<at::Tensor>& initial_state,
+                                                    bool output_final_state,
+                                                    const std::optional<at::Tensor>& cu_seqlens) {
+  return public_result(
+      gla::dispatch::chunk_simple_gla(q, k, v, g, g_gamma, scale, initial_state, output_final_state, cu_seqlens),
+      output_final_state);
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_recurrent_simple_gla(const at::Tensor& q, const at::Tensor& k,
+                                                              const at::Tensor& v, const std::optional<at::Tensor>& g,
+                                                              const std::optional<at::Tensor>& g_gamma,
+                                                              std::optional<double> scale,
+                                                              const std::optional<at::Tensor>& initial_state,
+                                                              bool output_final_state,
+                                                              const std::optional<at::Tensor>& cu_seqlens) {
+  return public_result(gla::dispatch::fused_recurrent_simple_gla(q, k, v, g, g_gamma, scale, initial_state,
+                                                                 output_final_state, cu_seqlens),
+                       output_final_state);
+}
+
+}  // namespace linattn

@@ -1,0 +1,23 @@
+"""linattn: C++/CUDA operators for linear attention and for linearizing pretrained LLMs.
+
+Ops live in torch.ops.linattn and are re-exported here with flash-linear-attention compatible signatures.
+"""
+import os as _os
+
+from . import _library
+from ._library import has_cuda_kernels
+from .ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
+from .version import __version__
+
+#: Pass as CMAKE_PREFIX_PATH so that a C++ project's find_package(linattn) finds linattn::linattn.
+cmake_prefix_path = _library.PACKAGE_DIR
+
+__all__ = [
+    "chunk_gla",
+    "chunk_simple_gla",
+    "fused_recurrent_gla",
+    "fused_recurrent_simple_gla",
+    "has_cuda_kernels",
+    "cmake_prefix_path",
+    "__version__",
+]

@@ -1,0 +1,1 @@
+"""Python entry points of the torch.ops.linattn operators (fla-compatible signatures)."""
