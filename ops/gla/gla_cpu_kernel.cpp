@@ -23,6 +23,15 @@ using linattn::cpu::gemm_nn;
 using linattn::cpu::gemm_tn;
 using linattn::cpu::transpose;
 
+// Cumulative gates are kept in double: with decays near -20 per step they reach ~1e3 within a chunk, and
+// the float32 difference of two such sums would lose ~1e-4 of every decay factor.
+using Gate = double;
+
+template <typename T>
+inline T gexp(Gate x) {
+  return linattn::cpu::exp_fast(static_cast<T>(x));
+}
+
 constexpr int64_t kChunk = 64;
 constexpr int64_t kSub = 16;
 static_assert(kChunk % kSub == 0, "the chunk must be a whole number of secondary chunks");
@@ -40,9 +49,11 @@ inline Span sequence(const FwdParams& p, int64_t n) {
 template <typename T>
 struct Tiles {
   int64_t K, V;
-  std::vector<T> q, k, v, b, qe, ke, A, D, dout, tmpk, tmpv, vt, st, kst, qs, eq, ks, ek, gate_e;
+  std::vector<T> q, k, v, qe, ke, A, D, dout, tmpk, tmpv, vt, st, kst, qs, eq, ks, ek, gate_e;
+  std::vector<Gate> b;
   Tiles(int64_t K_, int64_t V_) : K(K_), V(V_) {
-    for (auto* t : {&q, &k, &b, &qe, &ke, &tmpk, &ks, &ek}) t->resize(kChunk * K);
+    for (auto* t : {&q, &k, &qe, &ke, &tmpk, &ks, &ek}) t->resize(kChunk * K);
+    b.resize(kChunk * K);
     for (auto* t : {&v, &dout, &tmpv}) t->resize(kChunk * V);
     A.resize(kChunk * kChunk);
     D.resize(kChunk * kChunk);
@@ -69,18 +80,18 @@ inline void store_rows(const T* src, int64_t L, int64_t D, S* dst, int64_t tok_s
 
 // b[i, :] = cumulative sum of the gate over rows 0..i of the chunk starting at token t0.
 template <typename T>
-inline void load_cumulative_gate(const FwdParams& p, int64_t t0, int64_t h, int64_t L, T* b) {
+inline void load_cumulative_gate(const FwdParams& p, int64_t t0, int64_t h, int64_t L, Gate* b) {
   const int64_t K = p.dim_k;
   if (p.g == nullptr) {
-    std::fill(b, b + L * K, T(0));
+    std::fill(b, b + L * K, Gate(0));
     return;
   }
   const T* g = static_cast<const T*>(p.g) + h * p.g_head_stride;
   for (int64_t i = 0; i < L; ++i) {
     const T* gi = g + (t0 + i) * p.g_tok_stride;
     for (int64_t d = 0; d < K; ++d) {
-      const T prev = i > 0 ? b[(i - 1) * K + d] : T(0);
-      b[i * K + d] = prev + gi[d * p.g_k_stride];
+      const Gate prev = i > 0 ? b[(i - 1) * K + d] : Gate(0);
+      b[i * K + d] = prev + static_cast<Gate>(gi[d * p.g_k_stride]);
     }
   }
 }
@@ -92,7 +103,7 @@ void intra_chunk(Tiles<T>& w, int64_t L, T scale, T* A, const T* D, T* dq, T* dk
   const int64_t K = w.K;
   const T* q = w.q.data();
   const T* k = w.k.data();
-  const T* b = w.b.data();
+  const Gate* b = w.b.data();
   if (A != nullptr) std::fill(A, A + kChunk * kChunk, T(0));
   for (int64_t i0 = 0; i0 < L; i0 += kSub) {
     const int64_t i1 = std::min(i0 + kSub, L);
@@ -100,7 +111,7 @@ void intra_chunk(Tiles<T>& w, int64_t L, T scale, T* A, const T* D, T* dq, T* dk
     for (int64_t i = i0; i < i1; ++i) {
       for (int64_t j = i0; j <= i; ++j) {
         T* e = w.gate_e.data();
-        for (int64_t d = 0; d < K; ++d) e[d] = exp_fast(b[i * K + d] - b[j * K + d]);
+        for (int64_t d = 0; d < K; ++d) e[d] = gexp<T>(b[i * K + d] - b[j * K + d]);
         if (A != nullptr) {
           T acc = 0;
           for (int64_t d = 0; d < K; ++d) acc += q[i * K + d] * k[j * K + d] * e[d];
@@ -116,19 +127,19 @@ void intra_chunk(Tiles<T>& w, int64_t L, T scale, T* A, const T* D, T* dq, T* dk
     }
     if (i0 == 0) continue;
     // Rows i0..i1 against all earlier rows: e^{b_i - b_j} = e^{b_i - b_p} e^{b_p - b_j} with p = i0.
-    const T* bp = b + i0 * K;
+    const Gate* bp = b + i0 * K;
     T* eq = w.eq.data();  // e^{b_i - b_p}
     T* qs = w.qs.data();  // q_i e^{b_i - b_p}
     T* ek = w.ek.data();  // e^{b_p - b_j}
     T* ks = w.ks.data();  // k_j e^{b_p - b_j}
     for (int64_t i = i0; i < i1; ++i)
       for (int64_t d = 0; d < K; ++d) {
-        eq[(i - i0) * K + d] = exp_fast(b[i * K + d] - bp[d]);
+        eq[(i - i0) * K + d] = gexp<T>(b[i * K + d] - bp[d]);
         qs[(i - i0) * K + d] = q[i * K + d] * eq[(i - i0) * K + d];
       }
     for (int64_t j = 0; j < i0; ++j)
       for (int64_t d = 0; d < K; ++d) {
-        ek[j * K + d] = exp_fast(bp[d] - b[j * K + d]);
+        ek[j * K + d] = gexp<T>(bp[d] - b[j * K + d]);
         ks[j * K + d] = k[j * K + d] * ek[j * K + d];
       }
     const int64_t rows = i1 - i0;
@@ -159,11 +170,11 @@ inline T gate_at(const FwdParams& p, int64_t tok, int64_t h, int64_t d) {
 template <typename T>
 inline void advance_state(Tiles<T>& w, int64_t L, T* S) {
   const int64_t K = w.K, V = w.V;
-  const T* bL = w.b.data() + (L - 1) * K;
+  const Gate* bL = w.b.data() + (L - 1) * K;
   for (int64_t j = 0; j < L; ++j)
-    for (int64_t d = 0; d < K; ++d) w.ke[j * K + d] = w.k[j * K + d] * exp_fast(bL[d] - w.b[j * K + d]);
+    for (int64_t d = 0; d < K; ++d) w.ke[j * K + d] = w.k[j * K + d] * gexp<T>(bL[d] - w.b[j * K + d]);
   for (int64_t d = 0; d < K; ++d) {
-    const T decay = exp_fast(bL[d]);
+    const T decay = gexp<T>(bL[d]);
     for (int64_t c = 0; c < V; ++c) S[d * V + c] *= decay;
   }
   gemm_tn(K, V, L, T(1), w.ke.data(), K, w.v.data(), V, S, V, true);
@@ -187,13 +198,13 @@ void forward_task(const FwdParams& p, int64_t n, int64_t h, Tiles<T>& w, std::ve
     load_rows(static_cast<const T*>(p.q) + t0 * p.q_tok_stride + h * p.q_head_stride, p.q_tok_stride, L, K, w.q.data());
     load_rows(static_cast<const T*>(p.k) + t0 * p.k_tok_stride + h * p.k_head_stride, p.k_tok_stride, L, K, w.k.data());
     load_rows(static_cast<const T*>(p.v) + t0 * p.v_tok_stride + h * p.v_head_stride, p.v_tok_stride, L, V, w.v.data());
-    load_cumulative_gate(p, t0, h, L, w.b.data());
+    load_cumulative_gate<T>(p, t0, h, L, w.b.data());
 
     intra_chunk<T>(w, L, scale, w.A.data(), nullptr, nullptr, nullptr);
     T* out = w.tmpv.data();
     gemm_nn(L, V, L, T(1), w.A.data(), kChunk, w.v.data(), V, out, V, false, /*lower_a=*/true);
     for (int64_t i = 0; i < L; ++i)
-      for (int64_t d = 0; d < K; ++d) w.qe[i * K + d] = scale * w.q[i * K + d] * exp_fast(w.b[i * K + d]);
+      for (int64_t d = 0; d < K; ++d) w.qe[i * K + d] = scale * w.q[i * K + d] * gexp<T>(w.b[i * K + d]);
     gemm_nn(L, V, K, T(1), w.qe.data(), K, S.data(), V, out, V, true);
     store_rows(out, L, V, static_cast<T*>(p.o) + t0 * p.v_tok_stride + h * p.v_head_stride, p.v_tok_stride);
     advance_state(w, L, S.data());
@@ -224,7 +235,7 @@ void backward_task(const BwdParams& p, int64_t n, int64_t h, Tiles<T>& w, std::v
     const int64_t t0 = seq.bos + c * kChunk;
     load_rows(static_cast<const T*>(p.k) + t0 * p.k_tok_stride + h * p.k_head_stride, p.k_tok_stride, L, K, w.k.data());
     load_rows(static_cast<const T*>(p.v) + t0 * p.v_tok_stride + h * p.v_head_stride, p.v_tok_stride, L, V, w.v.data());
-    load_cumulative_gate(p, t0, h, L, w.b.data());
+    load_cumulative_gate<T>(p, t0, h, L, w.b.data());
     T* next = states.data() + (c + 1) * K * V;
     std::copy(states.data() + c * K * V, states.data() + (c + 1) * K * V, next);
     advance_state(w, L, next);
@@ -251,16 +262,16 @@ void backward_task(const BwdParams& p, int64_t n, int64_t h, Tiles<T>& w, std::v
     load_rows(static_cast<const T*>(p.v) + t0 * p.v_tok_stride + h * p.v_head_stride, p.v_tok_stride, L, V, w.v.data());
     load_rows(static_cast<const T*>(p.do_) + t0 * p.v_tok_stride + h * p.v_head_stride, p.v_tok_stride, L, V,
               w.dout.data());
-    load_cumulative_gate(p, t0, h, L, w.b.data());
-    const T* b = w.b.data();
-    const T* bL = b + (L - 1) * K;
+    load_cumulative_gate<T>(p, t0, h, L, w.b.data());
+    const Gate* b = w.b.data();
+    const Gate* bL = b + (L - 1) * K;
 
     // dv = A^T do + ke dS
     intra_chunk<T>(w, L, scale, w.A.data(), nullptr, nullptr, nullptr);
     T* dv = w.tmpv.data();
     gemm_tn(L, V, L, T(1), w.A.data(), kChunk, w.dout.data(), V, dv, V, false, /*lower_a=*/true);
     for (int64_t j = 0; j < L; ++j)
-      for (int64_t d = 0; d < K; ++d) w.ke[j * K + d] = w.k[j * K + d] * exp_fast(bL[d] - b[j * K + d]);
+      for (int64_t d = 0; d < K; ++d) w.ke[j * K + d] = w.k[j * K + d] * gexp<T>(bL[d] - b[j * K + d]);
     gemm_nn(L, V, K, T(1), w.ke.data(), K, dS.data(), V, dv, V, true);
     store_rows(dv, L, V, static_cast<T*>(p.dv) + t0 * p.v_tok_stride + h * p.v_head_stride, p.v_tok_stride);
 
@@ -275,20 +286,20 @@ void backward_task(const BwdParams& p, int64_t n, int64_t h, Tiles<T>& w, std::v
     transpose(K, V, S0, V, w.st.data(), K);
     gemm_nn(L, K, V, T(1), w.dout.data(), V, w.st.data(), K, dq, K, false);
     for (int64_t i = 0; i < L; ++i)
-      for (int64_t d = 0; d < K; ++d) dq[i * K + d] *= scale * exp_fast(b[i * K + d]);
+      for (int64_t d = 0; d < K; ++d) dq[i * K + d] *= scale * gexp<T>(b[i * K + d]);
     transpose(K, V, dS.data(), V, w.st.data(), K);
     gemm_nn(L, K, V, T(1), w.v.data(), V, w.st.data(), K, dk, K, false);
     for (int64_t i = 0; i < L; ++i)
-      for (int64_t d = 0; d < K; ++d) dk[i * K + d] *= exp_fast(bL[d] - b[i * K + d]);
+      for (int64_t d = 0; d < K; ++d) dk[i * K + d] *= gexp<T>(bL[d] - b[i * K + d]);
     intra_chunk<T>(w, L, scale, nullptr, w.D.data(), dq, dk);
 
     // dS <- e^{bL} * dS + scale * (q e^{b})^T do
     for (int64_t d = 0; d < K; ++d) {
-      const T decay = exp_fast(bL[d]);
+      const T decay = gexp<T>(bL[d]);
       for (int64_t cc = 0; cc < V; ++cc) dS[d * V + cc] *= decay;
     }
     for (int64_t i = 0; i < L; ++i)
-      for (int64_t d = 0; d < K; ++d) w.tmpk[i * K + d] = scale * w.q[i * K + d] * exp_fast(b[i * K + d]);
+      for (int64_t d = 0; d < K; ++d) w.tmpk[i * K + d] = scale * w.q[i * K + d] * gexp<T>(b[i * K + d]);
     gemm_tn(K, V, L, T(1), w.tmpk.data(), K, w.dout.data(), V, dS.data(), V, true);
 
     store_rows(dq, L, K, static_cast<T*>(p.dq) + t0 * p.q_tok_stride + h * p.q_head_stride, p.q_tok_stride);
