@@ -42,6 +42,7 @@ class GlaFunction : public torch::autograd::Function<GlaFunction> {
     }
     ctx->save_for_backward({q, k, v, val(g), val(g_gamma), val(h0), val(cu_seqlens)});
     ctx->saved_data["scale"] = scale;
+    ctx->saved_data["output_final_state"] = output_final_state;
     if (!output_final_state) ctx->mark_non_differentiable({std::get<1>(out)});
     return {std::get<0>(out), std::get<1>(out)};
   }
@@ -52,7 +53,8 @@ class GlaFunction : public torch::autograd::Function<GlaFunction> {
                      &h0 = saved[5], &cu = saved[6];
     const std::optional<double> scale = ctx->saved_data["scale"].toOptional<double>();
     at::Tensor d_o = grads[0].defined() ? grads[0] : at::zeros_like(v, q.options());
-    OptTensor dht = grads[1].defined() && grads[1].numel() > 0 ? OptTensor(grads[1]) : std::nullopt;
+    const bool has_final_state = ctx->saved_data["output_final_state"].toBool();
+    OptTensor dht = has_final_state && grads[1].defined() ? OptTensor(grads[1]) : std::nullopt;
     auto [dq, dk, dv, dg, dg_gamma, dh0] =
         dispatch::gla_backward(q, k, v, opt(g), opt(g_gamma), d_o, dht, scale, opt(h0), opt(cu));
     return {dq,

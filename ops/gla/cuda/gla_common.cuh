@@ -1,0 +1,225 @@
+#pragma once
+// Device building blocks shared by the GLA CUDA kernels (fp32 SIMT, no tensor cores).
+//
+// Every chunk kernel runs 256 threads over one chunk of 64 rows and works on K in tiles of 32 columns and
+// V in tiles of 32 columns. Tiles live in dynamic shared memory as fp32, zero-padded: rows past the chunk
+// (or sequence) end and columns past K / V are loaded as 0 (gates too), so
+//   * padded rows add nothing (q = k = v = 0) and leave the cumulative gate at b_{L-1}, hence b[63] = b_L;
+//   * padded key columns keep the state rows at 0.
+// Numerical stability (as the CPU kernels): every exponent is a difference b_i - b_j with i >= j, a
+// cumulative gate b_i (<= 0) or bL - b_j; no exp(-b) of a cumulative gate is formed. Intra-chunk scores use
+// 16-row secondary chunks: elementwise exp(b_i - b_j) on diagonal blocks, and below the diagonal the key
+// factors are re-based to the first row p of the query block: exp(b_i - b_j) = exp(b_i - b_p) exp(b_p - b_j).
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "csrc/cuda/type_utils.cuh"
+#include "ops/gla/cuda/gla_launch.h"
+#include "ops/gla/gla_params.h"
+
+namespace linattn::gla::gpu {
+
+using cuda_utils::ceil_div;
+using cuda_utils::from_float;
+using cuda_utils::to_float;
+
+constexpr int kChunk = 64;             // rows per chunk
+constexpr int kSub = 16;               // rows per secondary chunk
+constexpr int kNumSub = kChunk / kSub;  // secondary chunks per chunk
+constexpr int kThreads = 256;          // threads per chunk CTA
+constexpr int kBK = 32;                // key columns per K tile
+constexpr int kBV = 32;                // value columns per V tile
+constexpr int kLD = kBK + 1;           // leading dim of [64 x 32] row tiles (+1: conflict-free column reads)
+constexpr int kLDA = kChunk + 1;       // leading dim of [64 x 64] score tiles
+constexpr int kKgRows = kSub * (1 + 2 + 3);  // packed re-based keys for query blocks 1, 2, 3: 16 + 32 + 48 rows
+constexpr int kSegs = kThreads / kBK;        // segments of the column scans
+constexpr int kSegRows = kChunk / kSegs;     // rows per scan segment
+
+static_assert(kChunk == 64 && int64_t(kChunk) == kChunkSize, "the kernels assume chunks of 64 rows");
+static_assert(kChunk % kSub == 0 && kNumSub == 4, "a chunk is 4 secondary chunks of 16 rows");
+static_assert(kThreads == kChunk * kNumSub, "score tiles map thread t to row t % 64 and key block t / 64");
+static_assert(kThreads == kChunk * (kBV / 8), "row x V-tile products map thread t to row t % 64 and 8 columns");
+static_assert(kThreads == kChunk * (kBK / 8), "row x K-tile products map thread t to row t % 64 and 8 columns");
+static_assert(kThreads == kBV * 8 && kBK == kBV, "state updates map thread t to column t % 32 and 4 rows");
+static_assert(kSegs * kSegRows == kChunk && kSegs * kBK == kThreads, "column scans: 8 segments x 32 columns");
+static_assert(kBK % 8 == 0 && kThreads == kBK * 8, "the dg carry maps thread t to row t / 8 and lane t % 8");
+
+// Storage type of an input dtype.
+template <DType D>
+struct StorageOf;
+template <>
+struct StorageOf<DType::kFloat32> {
+  using type = float;
+};
+template <>
+struct StorageOf<DType::kFloat16> {
+  using type = __half;
+};
+template <>
+struct StorageOf<DType::kBFloat16> {
+  using type = __nv_bfloat16;
+};
+
+// ---------------------------------------------------------------------------------------------------------
+// Sequences and chunk slots
+
+struct SeqSpan {
+  int64_t bos, len;
+};
+
+__device__ __forceinline__ SeqSpan seq_span(const FwdParams& p, int64_t n) {
+  if (p.cu_seqlens != nullptr) {
+    const int64_t b = p.cu_seqlens[n];
+    return {b, p.cu_seqlens[n + 1] - b};
+  }
+  return {n * p.seqlen, p.seqlen};
+}
+
+// See num_state_slots in gla_launch.h.
+__device__ __forceinline__ int64_t slot_base(int64_t bos, int64_t n) { return bos / kChunk + 2 * n; }
+
+// Maps a state slot to (sequence n, chunk c); false when the slot holds no chunk start (a final-state slot
+// or an unused gap slot). The binary search looks for the last n with slot_base(n) <= slot.
+__device__ __forceinline__ bool locate_chunk(const FwdParams& p, int64_t slot, int64_t& n, int64_t& c,
+                                             SeqSpan& seq) {
+  int64_t lo = 0, hi = p.num_seqs - 1;
+  while (lo < hi) {
+    const int64_t mid = (lo + hi + 1) / 2;
+    if (slot_base(seq_span(p, mid).bos, mid) <= slot) {
+      lo = mid;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  n = lo;
+  seq = seq_span(p, n);
+  c = slot - slot_base(seq.bos, n);
+  return c >= 0 && c * kChunk < seq.len;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Tile loads (all threads; the caller synchronises afterwards)
+
+// dst[i * ld + d] = src[i * tok_stride + d] for i < rows, d < cols; 0 elsewhere in [kChunk x width].
+template <typename T, int kWidth>
+__device__ __forceinline__ void load_row_tile(float* __restrict__ dst, int ld, const T* __restrict__ src,
+                                              int64_t tok_stride, int rows, int cols) {
+  for (int e = threadIdx.x; e < kChunk * kWidth; e += kThreads) {
+    const int i = e / kWidth, d = e % kWidth;
+    float x = 0.f;
+    if (i < rows && d < cols) x = to_float(src[i * tok_stride + d]);
+    dst[i * ld + d] = x;
+  }
+}
+
+// Raw log gates of rows t0..t0+63 and key columns d0..d0+31 (0 outside the chunk, past K, or with no gate).
+__device__ __forceinline__ void load_gate_tile(float* __restrict__ sb, const FwdParams& p, int64_t t0, int64_t h,
+                                               int d0, int rows, int cols) {
+  const float* __restrict__ g = static_cast<const float*>(p.g);
+  for (int e = threadIdx.x; e < kChunk * kBK; e += kThreads) {
+    const int i = e / kBK, d = e % kBK;
+    float x = 0.f;
+    if (g != nullptr && i < rows && d < cols) {
+      x = g[(t0 + i) * p.g_tok_stride + h * p.g_head_stride + int64_t(d0 + d) * p.g_k_stride];
+    }
+    sb[i * kLD + d] = x;
+  }
+}
+
+// [kBK x kBV] block of a [K, V] fp32 state at rows d0.., columns c0.. (0 outside).
+__device__ __forceinline__ void load_state_tile(float* __restrict__ dst, const float* __restrict__ S, int V, int d0,
+                                                int c0, int rows, int cols) {
+  for (int e = threadIdx.x; e < kBK * kBV; e += kThreads) {
+    const int d = e / kBV, c = e % kBV;
+    dst[e] = (d < rows && c < cols) ? S[int64_t(d0 + d) * V + c0 + c] : 0.f;
+  }
+}
+
+// In-place inclusive scan down (kReverse: up) each of the 32 columns of a [64 x kLD] tile: a prefix sum
+// (cumulative gate) or a suffix sum (reverse cumsum of dg). All threads; the tile must be complete on entry
+// (caller synchronised); ends synchronised. seg: kSegs * kBK floats of scratch.
+template <bool kReverse>
+__device__ __forceinline__ void column_scan(float* __restrict__ buf, float* __restrict__ seg) {
+  const int d = threadIdx.x % kBK, s = threadIdx.x / kBK;
+  float run = 0.f;
+#pragma unroll
+  for (int r = 0; r < kSegRows; ++r) {
+    const int row = kReverse ? kChunk - 1 - (s * kSegRows + r) : s * kSegRows + r;
+    run += buf[row * kLD + d];
+    buf[row * kLD + d] = run;
+  }
+  seg[s * kBK + d] = run;
+  __syncthreads();
+  float offset = 0.f;
+  for (int q = 0; q < s; ++q) offset += seg[q * kBK + d];
+#pragma unroll
+  for (int r = 0; r < kSegRows; ++r) {
+    const int row = kReverse ? kChunk - 1 - (s * kSegRows + r) : s * kSegRows + r;
+    buf[row * kLD + d] += offset;
+  }
+  __syncthreads();
+}
+
+// Packed row offset of the keys re-based for query block ib (1..3): 0, 16, 48.
+__device__ __forceinline__ int kg_offset(int ib) { return kSub * ib * (ib - 1) / 2; }
+
+// sqg[i][d] = q_id exp(b_id - b_pd), p = first row of i's secondary chunk;
+// skg[kg_offset(ib) + j][d] = k_jd exp(b_pd - b_jd) for query block ib in 1..3, p = 16 ib, j < p.
+// All threads; sq, sk, sb complete on entry; the caller synchronises afterwards.
+__device__ __forceinline__ void rebase_tiles(const float* __restrict__ sq, const float* __restrict__ sk,
+                                             const float* __restrict__ sb, float* __restrict__ sqg,
+                                             float* __restrict__ skg) {
+  for (int e = threadIdx.x; e < kChunk * kBK; e += kThreads) {
+    const int i = e / kBK, d = e % kBK;
+    const int p = (i / kSub) * kSub;
+    sqg[i * kLD + d] = sq[i * kLD + d] * expf(sb[i * kLD + d] - sb[p * kLD + d]);
+  }
+  for (int e = threadIdx.x; e < kKgRows * kBK; e += kThreads) {
+    const int r = e / kBK, d = e % kBK;
+    const int ib = r < kSub ? 1 : (r < 3 * kSub ? 2 : 3);
+    const int j = r - kg_offset(ib);
+    const int p = ib * kSub;
+    skg[r * kLD + d] = sk[j * kLD + d] * expf(sb[p * kLD + d] - sb[j * kLD + d]);
+  }
+}
+
+// Adds one K tile to the unscaled intra-chunk scores A_ij = sum_d q_id k_jd exp(b_id - b_jd) (j <= i).
+// Thread t owns row i = t % 64 and key block jg = t / 64: acc[jj] is A[i][16 jg + jj]; blocks above the
+// diagonal stay 0. Needs sq, sk, sb (cumulative) and the re-based sqg, skg.
+__device__ __forceinline__ void accumulate_scores(float (&acc)[kSub], const float* __restrict__ sq,
+                                                  const float* __restrict__ sk, const float* __restrict__ sb,
+                                                  const float* __restrict__ sqg, const float* __restrict__ skg) {
+  const int i = threadIdx.x % kChunk, jg = threadIdx.x / kChunk, ib = i / kSub;
+  if (ib == jg) {
+    // Diagonal block: elementwise gate differences, only for j <= i (exp(b_i - b_j) <= 1).
+    for (int d = 0; d < kBK; ++d) {
+      const float qi = sq[i * kLD + d], bi = sb[i * kLD + d];
+#pragma unroll
+      for (int jj = 0; jj < kSub; ++jj) {
+        const int j = jg * kSub + jj;
+        if (j <= i) acc[jj] += qi * sk[j * kLD + d] * expf(bi - sb[j * kLD + d]);
+      }
+    }
+  } else if (ib > jg) {
+    // Below the diagonal: (q_i e^{b_i - b_p}) . (k_j e^{b_p - b_j}), p = 16 ib > j.
+    const float* __restrict__ kgb = skg + (kg_offset(ib) + jg * kSub) * kLD;
+    for (int d = 0; d < kBK; ++d) {
+      const float qgi = sqg[i * kLD + d];
+#pragma unroll
+      for (int jj = 0; jj < kSub; ++jj) acc[jj] += qgi * kgb[jj * kLD + d];
+    }
+  }
+}
+
+// Writes alpha * acc into the [64 x kLDA] score tile (zeros above the diagonal). Pairs with accumulate_scores.
+__device__ __forceinline__ void store_scores(float* __restrict__ sA, const float (&acc)[kSub], float alpha) {
+  const int i = threadIdx.x % kChunk, jg = threadIdx.x / kChunk;
+#pragma unroll
+  for (int jj = 0; jj < kSub; ++jj) {
+    const int j = jg * kSub + jj;
+    sA[i * kLDA + j] = j <= i ? alpha * acc[jj] : 0.f;
+  }
+}
+
+}  // namespace linattn::gla::gpu

@@ -1,0 +1,60 @@
+#pragma once
+// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, fp32 accumulation). The glue
+// (ops/gla/gla_cuda.cpp) fills the params, allocates the backward workspaces and picks the dtype.
+//
+// Every launcher is asynchronous on `stream`, performs no device->host synchronisation and throws
+// std::runtime_error (LINATTN_CUDA_CHECK) on a launch failure.
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "ops/gla/gla_params.h"
+
+namespace linattn::gla::gpu {
+
+// Input dtype of q, k, v, o, do, dq, dk, dv. Gates and states are always fp32 on CUDA.
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+
+constexpr int64_t kChunkSize = 64;   // rows per chunk (same as the CPU kernels)
+constexpr int64_t kMaxHeadDim = 256;  // largest K and V the kernels take
+
+// Chunk-boundary state slots: sequence n (tokens bos..bos+len) owns slots
+//   slot_base(n) = bos / 64 + 2 n  ..  slot_base(n) + ceil(len / 64)
+// (the state entering each of its chunks, then its final state). The bases are strictly increasing and
+// the ranges never overlap, so no prefix sum over the (device-resident) cu_seqlens is needed; the total is
+// total_tokens / 64 + 2 N slots.
+inline int64_t num_state_slots(const FwdParams& p) { return (p.batch * p.seqlen) / kChunkSize + 2 * p.num_seqs; }
+
+// fp32 workspaces of the chunked backward, allocated by the caller (e.g. the caching allocator).
+struct BwdWorkspace {
+  float* states = nullptr;      // [slots, H, K, V]: the state entering every chunk (+ final state)
+  float* dstates = nullptr;     // [slots, H, K, V]: gradient w.r.t. the state leaving every chunk
+  float* dg_partial = nullptr;  // [ceil(K/32), B*T, H]: per-K-tile partial sums of dg (scalar gates only)
+};
+
+struct BwdWorkspaceSizes {
+  int64_t state_elems = 0;       // elements of states and of dstates (each)
+  int64_t dg_partial_elems = 0;  // 0 when not needed
+};
+
+inline BwdWorkspaceSizes bwd_workspace_sizes(const BwdParams& p) {
+  BwdWorkspaceSizes s;
+  s.state_elems = num_state_slots(p) * p.heads * p.dim_k * p.dim_v;
+  const int64_t k_tiles = (p.dim_k + 31) / 32;
+  if (p.dg != nullptr && p.dg_sum_k && k_tiles > 1) s.dg_partial_elems = k_tiles * p.batch * p.seqlen * p.heads;
+  return s;
+}
+
+// Chunked forward (chunk_gla / chunk_simple_gla): o and, when p.ht is set, the final state.
+template <DType D>
+void chunk_forward(const FwdParams& p, cudaStream_t stream);
+
+// Step-by-step recurrence (fused_recurrent_*), meant for decoding: reads h0 once, writes ht once.
+template <DType D>
+void recurrent_forward(const FwdParams& p, cudaStream_t stream);
+
+// Chunked backward shared by the chunked and recurrent ops: dq, dk, dv, dg (when p.dg), dh0 (when p.dh0).
+template <DType D>
+void chunk_backward(const BwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
+
+}  // namespace linattn::gla::gpu
