@@ -1,0 +1,6 @@
+// Explicit instantiation: chunked GLA backward, fp16 inputs.
+#include "ops/gla/cuda/gla_bwd.cuh"
+
+namespace linattn::gla::gpu {
+template void chunk_backward<DType::kFloat16>(const BwdParams&, const BwdWorkspace&, cudaStream_t);
+}  // namespace linattn::gla::gpu

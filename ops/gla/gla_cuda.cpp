@@ -1,0 +1,132 @@
+// CUDA backend of the GLA ops: float32, float16 and bfloat16 inputs (fp32 gates, states and accumulation).
+// The kernels are torch-free (ops/gla/cuda/); this file checks what they support, picks the dtype, allocates
+// the backward workspaces with the caching allocator and launches on the current stream of q's device
+// (c10::cuda::getCurrentCUDAStream, the stream at::cuda::getCurrentCUDAStream returns; c10/cuda headers avoid
+// ATen/cuda/CUDAContext.h, which pulls in cuSPARSE/cuBLAS headers).
+#include <ATen/ATen.h>
+
+// A CPU-only torch wheel ships the c10/cuda headers but not the configure-generated
+// c10/cuda/impl/cuda_cmake_macros.h (it only carries the Windows DLL export switch); skip it there so this
+// file can still be syntax-checked. A CUDA build of torch has the file and is unaffected.
+#if defined(__has_include)
+#if !__has_include(<c10/cuda/impl/cuda_cmake_macros.h>) && !defined(C10_CUDA_NO_CMAKE_CONFIGURE_FILE)
+#define C10_CUDA_NO_CMAKE_CONFIGURE_FILE
+#endif
+#endif
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "ops/gla/cuda/gla_launch.h"
+#include "ops/gla/gla_entries.h"
+
+namespace linattn::gla {
+namespace {
+
+gpu::DType to_gpu_dtype(at::ScalarType dtype) {
+  switch (dtype) {
+    case at::kFloat:
+      return gpu::DType::kFloat32;
+    case at::kHalf:
+      return gpu::DType::kFloat16;
+    case at::kBFloat16:
+      return gpu::DType::kBFloat16;
+    default:
+      TORCH_CHECK(false, "linattn GLA (CUDA): unsupported dtype ", dtype,
+                  "; the CUDA kernels take float32, float16 or bfloat16");
+  }
+}
+
+// Head dims the kernels take (K and V are tiled by 32 up to 256; larger dims are not split yet).
+void check_head_dims(const char* op, int64_t K, int64_t V) {
+  TORCH_CHECK(K <= gpu::kMaxHeadDim, op, ": the CUDA kernels support head dims K <= ", gpu::kMaxHeadDim,
+              ", got K=", K, " (q/k last dim); split the heads or run on CPU");
+  TORCH_CHECK(V <= gpu::kMaxHeadDim, op, ": the CUDA kernels support head dims V <= ", gpu::kMaxHeadDim,
+              ", got V=", V, " (v last dim); split the heads or run on CPU");
+}
+
+struct CudaBackend {
+  static void check_dtype(const char* op, const at::Tensor& q) {
+    const at::ScalarType dt = q.scalar_type();
+    TORCH_CHECK(dt != at::kDouble, op,
+                ": float64 is not supported by the CUDA kernels (float64 runs on CPU, e.g. for gradcheck); "
+                "use float32, float16 or bfloat16 on CUDA");
+    TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
+                ": the CUDA kernels take float32, float16 or bfloat16 q, k, v, got ", dt);
+    TORCH_CHECK(q.size(3) <= gpu::kMaxHeadDim, op, ": the CUDA kernels support head dims K <= ", gpu::kMaxHeadDim,
+                ", got K=", q.size(3), " (q/k last dim); split the heads or run on CPU");
+  }
+
+  static void forward(const FwdParams& p, at::ScalarType dtype, Algo algo, const at::Tensor& q) {
+    const char* op = algo == Algo::Chunk ? "chunk GLA forward (CUDA)" : "fused recurrent GLA forward (CUDA)";
+    check_head_dims(op, p.dim_k, p.dim_v);
+    TORCH_CHECK(p.heads <= 65535, op, ": at most 65535 heads, got H=", p.heads);
+    const c10::cuda::CUDAGuard guard(q.device());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
+    const gpu::DType dt = to_gpu_dtype(dtype);
+    if (algo == Algo::Chunk) {
+      switch (dt) {
+        case gpu::DType::kFloat32:
+          gpu::chunk_forward<gpu::DType::kFloat32>(p, stream);
+          break;
+        case gpu::DType::kFloat16:
+          gpu::chunk_forward<gpu::DType::kFloat16>(p, stream);
+          break;
+        case gpu::DType::kBFloat16:
+          gpu::chunk_forward<gpu::DType::kBFloat16>(p, stream);
+          break;
+      }
+    } else {
+      switch (dt) {
+        case gpu::DType::kFloat32:
+          gpu::recurrent_forward<gpu::DType::kFloat32>(p, stream);
+          break;
+        case gpu::DType::kFloat16:
+          gpu::recurrent_forward<gpu::DType::kFloat16>(p, stream);
+          break;
+        case gpu::DType::kBFloat16:
+          gpu::recurrent_forward<gpu::DType::kBFloat16>(p, stream);
+          break;
+      }
+    }
+  }
+
+  static void backward(const BwdParams& p, at::ScalarType dtype, const at::Tensor& q) {
+    const char* op = "_gla_backward (CUDA)";
+    check_head_dims(op, p.dim_k, p.dim_v);
+    TORCH_CHECK(p.heads <= 65535, op, ": at most 65535 heads, got H=", p.heads);
+    const c10::cuda::CUDAGuard guard(q.device());
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
+    const gpu::DType dt = to_gpu_dtype(dtype);
+
+    // fp32 workspaces (stream-ordered caching allocator: freed after the launches are queued, reused
+    // safely by later work on this stream).
+    const gpu::BwdWorkspaceSizes sizes = gpu::bwd_workspace_sizes(p);
+    const auto opts = q.options().dtype(at::kFloat);
+    const at::Tensor states = at::empty({sizes.state_elems}, opts);
+    const at::Tensor dstates = at::empty({sizes.state_elems}, opts);
+    const at::Tensor dg_partial = at::empty({sizes.dg_partial_elems}, opts);
+    gpu::BwdWorkspace ws;
+    ws.states = states.data_ptr<float>();
+    ws.dstates = dstates.data_ptr<float>();
+    ws.dg_partial = sizes.dg_partial_elems > 0 ? dg_partial.data_ptr<float>() : nullptr;
+
+    switch (dt) {
+      case gpu::DType::kFloat32:
+        gpu::chunk_backward<gpu::DType::kFloat32>(p, ws, stream);
+        break;
+      case gpu::DType::kFloat16:
+        gpu::chunk_backward<gpu::DType::kFloat16>(p, ws, stream);
+        break;
+      case gpu::DType::kBFloat16:
+        gpu::chunk_backward<gpu::DType::kBFloat16>(p, ws, stream);
+        break;
+    }
+  }
+};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(linattn, CUDA, m) { register_backend<CudaBackend>(m); }
+
+}  // namespace linattn::gla
