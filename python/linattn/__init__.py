@@ -7,6 +7,7 @@ import os as _os
 from . import _library
 from ._library import has_cuda_kernels
 from .ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
+from . import layers
 from .version import __version__
 
 #: Pass as CMAKE_PREFIX_PATH so that a C++ project's find_package(linattn) finds linattn::linattn.

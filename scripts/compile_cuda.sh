@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Compiles every CUDA source with nvcc (kernels are torch-free) and syntax-checks the CUDA glue against the
+# installed torch's headers, so CUDA code is compile-checked even on machines whose torch is a CPU build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+if [ ! -x "$NVCC" ]; then echo "compile_cuda: nvcc not found, skipping"; exit 0; fi
+CUDA_HOME=$(dirname "$(dirname "$NVCC")")
+ARCHS=${LINATTN_CUDA_ARCHS:-"80;90a"}
+GENCODE=""
+for a in ${ARCHS//;/ }; do GENCODE+=" -gencode=arch=compute_${a},code=sm_${a}"; done
+OUT=${LINATTN_CUDA_OBJDIR:-$(mktemp -d)}
+mapfile -t CU < <(find ops csrc -name '*.cu' | sort)
+echo "compile_cuda: ${#CU[@]} .cu files with $("$NVCC" --version | tail -1) for sm ${ARCHS}"
+export NVCC GENCODE OUT
+printf '%s\n' "${CU[@]}" | xargs -r -P "$(nproc)" -I{} sh -c \
+  '"$NVCC" -std=c++17 --expt-relaxed-constexpr -O3 -Icsrc/include -Icsrc -I. $GENCODE -c "{}" -o "$OUT/$(echo {} | tr / _).o" || { echo "FAILED: {}"; exit 255; }'
+TP=$(python3 -c "import torch, os; print(os.path.dirname(torch.__file__))")
+for f in $(find ops csrc -name '*_cuda.cpp' | sort); do
+  g++ -std=c++20 -fsyntax-only -DLINATTN_WITH_CUDA -Icsrc/include -Icsrc -I. -I"$TP/include" \
+    -I"$TP/include/torch/csrc/api/include" -I"$CUDA_HOME/include" "$f"
+done
+echo "compile_cuda: all CUDA sources compiled"
