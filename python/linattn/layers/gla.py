@@ -9,6 +9,11 @@ import torch.nn.functional as F
 from ..ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    # Gates are computed in fp32 for half-precision inputs (and keep float64 for float64 inputs).
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class GatedRMSNorm(nn.Module):
     """RMSNorm over the head dim, multiplied by swish(gate) (the output gate of GLA)."""
 
@@ -18,8 +23,9 @@ class GatedRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
-        y = x.float() * torch.rsqrt(x.float().square().mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.float() * F.silu(gate.float())).to(x.dtype)
+        x32, gate32 = _at_least_fp32(x), _at_least_fp32(gate)
+        y = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.to(x32.dtype) * F.silu(gate32)).to(x.dtype)
 
 
 class _LinearAttentionBase(nn.Module):
@@ -69,7 +75,7 @@ class GatedLinearAttention(_LinearAttentionBase):
         q = self._heads(self.q_proj(x), self.head_k)
         k = self._heads(self.k_proj(x), self.head_k)
         v = self._heads(self.v_proj(x), self.head_v)
-        gk = self._heads(F.logsigmoid(self.gk_proj(x).float()) / self.gate_logit_normalizer, self.head_k)
+        gk = self._heads(F.logsigmoid(_at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer, self.head_k)
         fn = fused_recurrent_gla if self._use_recurrent(x.shape[1]) else chunk_gla
         o, new_state = fn(q, k, v, gk.to(q.dtype), initial_state=state, output_final_state=use_cache,
                           cu_seqlens=cu_seqlens)
@@ -98,7 +104,7 @@ class SimpleGatedLinearAttention(_LinearAttentionBase):
         q = self._heads(self.q_proj(x), self.head_k)
         k = self._heads(self.k_proj(x), self.head_k)
         v = self._heads(self.v_proj(x), self.head_v)
-        g = (F.logsigmoid(self.gh_proj(x).float()) / self.gate_logit_normalizer).to(q.dtype) \
+        g = (F.logsigmoid(_at_least_fp32(self.gh_proj(x))) / self.gate_logit_normalizer).to(q.dtype) \
             if self.decay == "data" else None
         g_gamma = self.g_gamma.to(q.dtype) if self.decay == "fixed" else None
         fn = fused_recurrent_simple_gla if self._use_recurrent(x.shape[1]) else chunk_simple_gla
