@@ -8,6 +8,7 @@
 #include "ops/gla/gla_cpu_kernel.h"
 
 #include <algorithm>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -49,10 +50,10 @@ inline Span sequence(const FwdParams& p, int64_t n) {
 template <typename T>
 struct Tiles {
   int64_t K, V;
-  std::vector<T> q, k, v, qe, ke, A, D, dout, tmpk, tmpv, vt, st, kst, qs, eq, ks, ek, gate_e;
+  std::vector<T> q, k, v, qe, ke, A, D, dout, tmpk, itmp, tmpv, vt, st, kst, qs, eq, ks, ek, gate_e;
   std::vector<Gate> b;
   Tiles(int64_t K_, int64_t V_) : K(K_), V(V_) {
-    for (auto* t : {&q, &k, &qe, &ke, &tmpk, &ks, &ek}) t->resize(kChunk * K);
+    for (auto* t : {&q, &k, &qe, &ke, &tmpk, &itmp, &ks, &ek}) t->resize(kChunk * K);
     b.resize(kChunk * K);
     for (auto* t : {&v, &dout, &tmpv}) t->resize(kChunk * V);
     A.resize(kChunk * kChunk);
@@ -96,8 +97,8 @@ inline void load_cumulative_gate(const FwdParams& p, int64_t t0, int64_t h, int6
   }
 }
 
-// A[i, j] = scale * sum_d q_id k_jd e^{b_id - b_jd} for j <= i, 0 above the diagonal.
-// With D given (dA = D), instead accumulates dq_intra into dq and dk_intra into dk.
+// With A given: A[i, j] = scale * sum_d q_id k_jd e^{b_id - b_jd} for j <= i, 0 above the diagonal.
+// With D given (the gradient of the unscaled scores): accumulates dq_intra into dq and dk_intra into dk.
 template <typename T>
 void intra_chunk(Tiles<T>& w, int64_t L, T scale, T* A, const T* D, T* dq, T* dk) {
   const int64_t K = w.K;
@@ -108,19 +109,28 @@ void intra_chunk(Tiles<T>& w, int64_t L, T scale, T* A, const T* D, T* dq, T* dk
   for (int64_t i0 = 0; i0 < L; i0 += kSub) {
     const int64_t i1 = std::min(i0 + kSub, L);
     // Diagonal block, elementwise: the differences b_i - b_j stay <= 0 only for j <= i.
+    T* e = w.gate_e.data();
     for (int64_t i = i0; i < i1; ++i) {
       for (int64_t j = i0; j <= i; ++j) {
-        T* e = w.gate_e.data();
-        for (int64_t d = 0; d < K; ++d) e[d] = gexp<T>(b[i * K + d] - b[j * K + d]);
+        const Gate* bi = b + i * K;
+        const Gate* bj = b + j * K;
+        for (int64_t d = 0; d < K; ++d) e[d] = static_cast<T>(bi[d] - bj[d]);
+        for (int64_t d = 0; d < K; ++d) e[d] = linattn::cpu::exp_fast(e[d]);
+        const T* qi = q + i * K;
+        const T* kj = k + j * K;
         if (A != nullptr) {
           T acc = 0;
-          for (int64_t d = 0; d < K; ++d) acc += q[i * K + d] * k[j * K + d] * e[d];
+#pragma omp simd reduction(+ : acc)
+          for (int64_t d = 0; d < K; ++d) acc += qi[d] * kj[d] * e[d];
           A[i * kChunk + j] = scale * acc;
-        } else {
+        }
+        if (D != nullptr) {
           const T dij = D[i * kChunk + j];
+          T* __restrict__ dqi = dq + i * K;
+          T* __restrict__ dkj = dk + j * K;
           for (int64_t d = 0; d < K; ++d) {
-            dq[i * K + d] += dij * k[j * K + d] * e[d];
-            dk[j * K + d] += dij * q[i * K + d] * e[d];
+            dqi[d] += dij * kj[d] * e[d];
+            dkj[d] += dij * qi[d] * e[d];
           }
         }
       }
@@ -147,9 +157,10 @@ void intra_chunk(Tiles<T>& w, int64_t L, T scale, T* A, const T* D, T* dq, T* dk
       // A[i0:i1, 0:i0] = scale * qs @ ks^T
       transpose(i0, K, ks, K, w.kst.data(), i0);
       gemm_nn(rows, i0, K, scale, qs, K, w.kst.data(), i0, A + i0 * kChunk, kChunk, false);
-    } else {
+    }
+    if (D != nullptr) {
       // dq_i += e^{b_i - b_p} * (D[i, :i0] @ ks);  dk_j += e^{b_p - b_j} * (D[i0:i1, j]^T @ qs)
-      T* tmp = w.tmpk.data();
+      T* tmp = w.itmp.data();
       gemm_nn(rows, K, i0, T(1), D + i0 * kChunk, kChunk, ks, K, tmp, K, false);
       for (int64_t i = i0; i < i1; ++i)
         for (int64_t d = 0; d < K; ++d) dq[i * K + d] += tmp[(i - i0) * K + d] * eq[(i - i0) * K + d];
@@ -266,23 +277,14 @@ void backward_task(const BwdParams& p, int64_t n, int64_t h, Tiles<T>& w, std::v
     const Gate* b = w.b.data();
     const Gate* bL = b + (L - 1) * K;
 
-    // dv = A^T do + ke dS
-    intra_chunk<T>(w, L, scale, w.A.data(), nullptr, nullptr, nullptr);
-    T* dv = w.tmpv.data();
-    gemm_tn(L, V, L, T(1), w.A.data(), kChunk, w.dout.data(), V, dv, V, false, /*lower_a=*/true);
-    for (int64_t j = 0; j < L; ++j)
-      for (int64_t d = 0; d < K; ++d) w.ke[j * K + d] = w.k[j * K + d] * gexp<T>(bL[d] - b[j * K + d]);
-    gemm_nn(L, V, K, T(1), w.ke.data(), K, dS.data(), V, dv, V, true);
-    store_rows(dv, L, V, static_cast<T*>(p.dv) + t0 * p.v_tok_stride + h * p.v_head_stride, p.v_tok_stride);
-
     // D = scale * do v^T (lower triangle), the gradient of the unscaled scores.
     transpose(L, V, w.v.data(), V, w.vt.data(), kChunk);
     gemm_nn(L, L, V, scale, w.dout.data(), V, w.vt.data(), kChunk, w.D.data(), kChunk, false);
     for (int64_t i = 0; i < L; ++i) std::fill(w.D.data() + i * kChunk + i + 1, w.D.data() + (i + 1) * kChunk, T(0));
 
     // dq = scale * e^{b} * (do S0^T) + intra;  dk = e^{bL - b} * (v dS^T) + intra
-    T* dq = w.qe.data();  // qe and ke are free once dv is done: they hold dq and dk
-    T* dk = w.ke.data();
+    T* dq = w.qe.data();
+    T* dk = w.tmpk.data();
     transpose(K, V, S0, V, w.st.data(), K);
     gemm_nn(L, K, V, T(1), w.dout.data(), V, w.st.data(), K, dq, K, false);
     for (int64_t i = 0; i < L; ++i)
@@ -291,7 +293,15 @@ void backward_task(const BwdParams& p, int64_t n, int64_t h, Tiles<T>& w, std::v
     gemm_nn(L, K, V, T(1), w.v.data(), V, w.st.data(), K, dk, K, false);
     for (int64_t i = 0; i < L; ++i)
       for (int64_t d = 0; d < K; ++d) dk[i * K + d] *= gexp<T>(bL[d] - b[i * K + d]);
-    intra_chunk<T>(w, L, scale, nullptr, w.D.data(), dq, dk);
+    intra_chunk<T>(w, L, scale, w.A.data(), w.D.data(), dq, dk);
+
+    // dv = A^T do + ke dS
+    T* dv = w.tmpv.data();
+    gemm_tn(L, V, L, T(1), w.A.data(), kChunk, w.dout.data(), V, dv, V, false, /*lower_a=*/true);
+    for (int64_t j = 0; j < L; ++j)
+      for (int64_t d = 0; d < K; ++d) w.ke[j * K + d] = w.k[j * K + d] * gexp<T>(bL[d] - b[j * K + d]);
+    gemm_nn(L, V, K, T(1), w.ke.data(), K, dS.data(), V, dv, V, true);
+    store_rows(dv, L, V, static_cast<T*>(p.dv) + t0 * p.v_tok_stride + h * p.v_head_stride, p.v_tok_stride);
 
     // dS <- e^{bL} * dS + scale * (q e^{b})^T do
     for (int64_t d = 0; d < K; ++d) {
@@ -299,8 +309,8 @@ void backward_task(const BwdParams& p, int64_t n, int64_t h, Tiles<T>& w, std::v
       for (int64_t cc = 0; cc < V; ++cc) dS[d * V + cc] *= decay;
     }
     for (int64_t i = 0; i < L; ++i)
-      for (int64_t d = 0; d < K; ++d) w.tmpk[i * K + d] = scale * w.q[i * K + d] * gexp<T>(b[i * K + d]);
-    gemm_tn(K, V, L, T(1), w.tmpk.data(), K, w.dout.data(), V, dS.data(), V, true);
+      for (int64_t d = 0; d < K; ++d) w.ke[i * K + d] = scale * w.q[i * K + d] * gexp<T>(b[i * K + d]);
+    gemm_tn(K, V, L, T(1), w.ke.data(), K, w.dout.data(), V, dS.data(), V, true);
 
     store_rows(dq, L, K, static_cast<T*>(p.dq) + t0 * p.q_tok_stride + h * p.q_head_stride, p.q_tok_stride);
     store_rows(dk, L, K, static_cast<T*>(p.dk) + t0 * p.k_tok_stride + h * p.k_head_stride, p.k_tok_stride);
@@ -358,15 +368,59 @@ void recurrent_task(const FwdParams& p, int64_t n, int64_t h, std::vector<T>& S,
   if (p.ht != nullptr) std::copy(S.begin(), S.end(), static_cast<T*>(p.ht) + state_off);
 }
 
+// Each range runner is cloned for AVX2+FMA CPUs (ifunc-dispatched at load time) with every callee flattened
+// into it, so the tile loops vectorize 8-wide there and stay baseline x86-64 elsewhere.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LINATTN_CPU_CLONES __attribute__((target_clones("arch=haswell", "default"), flatten))
+#else
+#define LINATTN_CPU_CLONES
+#endif
+
+template <typename T>
+void forward_range(const FwdParams& p, int64_t begin, int64_t end) {
+  Tiles<T> w(p.dim_k, p.dim_v);
+  std::vector<T> S(static_cast<size_t>(p.dim_k * p.dim_v));
+  for (int64_t task = begin; task < end; ++task) forward_task<T>(p, task / p.heads, task % p.heads, w, S);
+}
+
+template <typename T>
+void backward_range(const BwdParams& p, int64_t begin, int64_t end) {
+  Tiles<T> w(p.dim_k, p.dim_v);
+  std::vector<T> states, dS(static_cast<size_t>(p.dim_k * p.dim_v)), r(p.dim_k);
+  for (int64_t task = begin; task < end; ++task) backward_task<T>(p, task / p.heads, task % p.heads, w, states, dS, r);
+}
+
+LINATTN_CPU_CLONES void forward_range_f32(const FwdParams& p, int64_t begin, int64_t end) {
+  forward_range<float>(p, begin, end);
+}
+LINATTN_CPU_CLONES void backward_range_f32(const BwdParams& p, int64_t begin, int64_t end) {
+  backward_range<float>(p, begin, end);
+}
+
+template <typename T>
+void run_forward_range(const FwdParams& p, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    forward_range_f32(p, begin, end);
+  } else {
+    forward_range<T>(p, begin, end);
+  }
+}
+
+template <typename T>
+void run_backward_range(const BwdParams& p, int64_t begin, int64_t end) {
+  if constexpr (std::is_same_v<T, float>) {
+    backward_range_f32(p, begin, end);
+  } else {
+    backward_range<T>(p, begin, end);
+  }
+}
+
 }  // namespace
 
 template <typename T>
 void chunk_forward(const FwdParams& p) {
-  at::parallel_for(0, p.num_seqs * p.heads, 1, [&](int64_t begin, int64_t end) {
-    Tiles<T> w(p.dim_k, p.dim_v);
-    std::vector<T> S(static_cast<size_t>(p.dim_k * p.dim_v));
-    for (int64_t task = begin; task < end; ++task) forward_task<T>(p, task / p.heads, task % p.heads, w, S);
-  });
+  at::parallel_for(0, p.num_seqs * p.heads, 1,
+                   [&](int64_t begin, int64_t end) { run_forward_range<T>(p, begin, end); });
 }
 
 template <typename T>
@@ -379,11 +433,8 @@ void recurrent_forward(const FwdParams& p) {
 
 template <typename T>
 void chunk_backward(const BwdParams& p) {
-  at::parallel_for(0, p.num_seqs * p.heads, 1, [&](int64_t begin, int64_t end) {
-    Tiles<T> w(p.dim_k, p.dim_v);
-    std::vector<T> states, dS(static_cast<size_t>(p.dim_k * p.dim_v)), r(p.dim_k);
-    for (int64_t task = begin; task < end; ++task) backward_task<T>(p, task / p.heads, task % p.heads, w, states, dS, r);
-  });
+  at::parallel_for(0, p.num_seqs * p.heads, 1,
+                   [&](int64_t begin, int64_t end) { run_backward_range<T>(p, begin, end); });
 }
 
 template void chunk_forward<float>(const FwdParams&);

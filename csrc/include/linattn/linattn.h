@@ -18,4 +18,6 @@ LINATTN_API bool built_with_cuda();
 
 // Every translation unit that includes this header references a symbol of liblinattn, so the linker keeps
 // the library even under --as-needed and its static initializers register the operators.
-extern "C" __attribute__((weak)) int64_t (*linattn_register_ops_anchor)() = &linattn::version_code;
+extern "C" {
+__attribute__((weak)) int64_t (*linattn_register_ops_anchor)() = &linattn::version_code;
+}
