@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 if [ ! -x "$NVCC" ]; then echo "compile_cuda: nvcc not found, skipping"; exit 0; fi
-CUDA_HOME=$(dirname "$(dirname "$NVCC")")
+if [ -z "${CUDA_HOME:-}" ]; then
+  if [ -f /usr/local/cuda/include/cuda_runtime.h ]; then CUDA_HOME=/usr/local/cuda
+  else CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$NVCC")")"); fi
+fi
 ARCHS=${LINATTN_CUDA_ARCHS:-"80;90a"}
 GENCODE=""
 for a in ${ARCHS//;/ }; do GENCODE+=" -gencode=arch=compute_${a},code=sm_${a}"; done
