@@ -76,7 +76,7 @@ def install_package_files(pkg):
 
 def extension():
     cuda = want_cuda()
-    cxx = ["-O3", "-fopenmp-simd", "-fvisibility-inlines-hidden", "-DLINATTN_BUILDING_LIBRARY"]
+    cxx = ["-O3", "-fopenmp-simd", "-fno-trapping-math", "-fvisibility-inlines-hidden", "-DLINATTN_BUILDING_LIBRARY"]
     if cuda:
         cxx.append("-DLINATTN_WITH_CUDA")
     kwargs = dict(

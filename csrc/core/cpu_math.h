@@ -48,7 +48,8 @@ inline void transpose(int64_t M, int64_t N, const T* B, int64_t ldb, T* Bt, int6
     for (int64_t j = 0; j < N; ++j) Bt[j * ldbt + i] = B[i * ldb + j];
 }
 
-// exp(x) within ~2 ulp for float, written branch-free so loops over it vectorize (std::exp does not);
+// exp(x) within ~2 ulp for float, written so loops over it vectorize (std::exp does not; the clamps need
+// -fno-trapping-math to become vector min/max);
 // exp of anything below the float range is exactly 0, as the decays that produce it require.
 inline float exp_fast(float x) {
   const float xc = std::min(std::max(x, -87.0f), 88.0f);

@@ -368,10 +368,10 @@ void recurrent_task(const FwdParams& p, int64_t n, int64_t h, std::vector<T>& S,
   if (p.ht != nullptr) std::copy(S.begin(), S.end(), static_cast<T*>(p.ht) + state_off);
 }
 
-// Each range runner is cloned for AVX2+FMA CPUs (ifunc-dispatched at load time) with every callee flattened
+// Each range runner is cloned for x86-64-v3 CPUs (AVX2 + FMA; ifunc-dispatched on CPU features at load time) with every callee flattened
 // into it, so the tile loops vectorize 8-wide there and stay baseline x86-64 elsewhere.
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LINATTN_CPU_CLONES __attribute__((target_clones("arch=haswell", "default"), flatten))
+#define LINATTN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
 #else
 #define LINATTN_CPU_CLONES
 #endif
