@@ -30,4 +30,34 @@ TORCH_LIBRARY(linattn, m) {
       "float? scale, Tensor? initial_state, Tensor? cu_seqlens) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
       tags);
+
+  // ---- delta rule family (ops/delta_rule) ----
+  // v may have more heads (HV) than q and k (H); beta and g are [B, T, HV]; states [N, HV, K, V].
+  m.def(
+      "chunk_delta_rule(Tensor q, Tensor k, Tensor v, Tensor beta, float? scale=None, Tensor? initial_state=None, "
+      "bool output_final_state=False, bool use_qk_l2norm_in_kernel=False, Tensor? cu_seqlens=None) "
+      "-> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "fused_recurrent_delta_rule(Tensor q, Tensor k, Tensor v, Tensor beta, float? scale=None, "
+      "Tensor? initial_state=None, bool output_final_state=False, bool use_qk_l2norm_in_kernel=False, "
+      "Tensor? cu_seqlens=None) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "chunk_gated_delta_rule(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float? scale=None, "
+      "Tensor? initial_state=None, bool output_final_state=False, bool use_qk_l2norm_in_kernel=False, "
+      "Tensor? cu_seqlens=None) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "fused_recurrent_gated_delta_rule(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, float? scale=None, "
+      "Tensor? initial_state=None, bool output_final_state=False, bool use_qk_l2norm_in_kernel=False, "
+      "Tensor? cu_seqlens=None) -> (Tensor, Tensor)",
+      tags);
+  // Shared backward of the four ops above, on already L2-normalised q and k (the autograd layer applies the
+  // norm's backward). Returns (dq, dk, dv, dg, dbeta, dh0); absent inputs give empty tensors.
+  m.def(
+      "_delta_rule_backward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, Tensor do, Tensor? dht, "
+      "float? scale, Tensor? initial_state, Tensor? cu_seqlens) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      tags);
 }

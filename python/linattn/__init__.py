@@ -6,6 +6,12 @@ import os as _os
 
 from . import _library
 from ._library import has_cuda_kernels
+from .ops.delta_rule import (
+    chunk_delta_rule,
+    chunk_gated_delta_rule,
+    fused_recurrent_delta_rule,
+    fused_recurrent_gated_delta_rule,
+)
 from .ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
 from . import layers
 from .version import __version__
@@ -14,6 +20,10 @@ from .version import __version__
 cmake_prefix_path = _library.PACKAGE_DIR
 
 __all__ = [
+    "chunk_delta_rule",
+    "chunk_gated_delta_rule",
+    "fused_recurrent_delta_rule",
+    "fused_recurrent_gated_delta_rule",
     "chunk_gla",
     "chunk_simple_gla",
     "fused_recurrent_gla",

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include <linattn/export.h>
+#include <linattn/delta_rule.h>
 #include <linattn/gla.h>
 
 namespace linattn {

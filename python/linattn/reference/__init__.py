@@ -1,4 +1,5 @@
 """Naive float64 reference implementations: the definitions every op is tested against."""
+from .delta_rule import delta_rule_recurrence
 from .gla import gla_recurrence, naive_chunk_gla
 
-__all__ = ["gla_recurrence", "naive_chunk_gla"]
+__all__ = ["delta_rule_recurrence", "gla_recurrence", "naive_chunk_gla"]

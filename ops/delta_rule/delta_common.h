@@ -1,0 +1,61 @@
+#pragma once
+// Torch-side helpers shared by the delta-rule backends: checks, input preparation and params.
+#include <optional>
+#include <tuple>
+
+#include <ATen/core/Tensor.h>
+
+#include "ops/delta_rule/delta_params.h"
+
+namespace linattn::delta {
+
+using OptTensor = std::optional<at::Tensor>;
+using Pair = std::tuple<at::Tensor, at::Tensor>;
+using BwdResult = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+// Shapes, dtypes, devices (symbolic-size safe): q, k [B,T,H,K]; v [B,T,HV,V] with HV % H == 0;
+// beta and g [B,T,HV]; initial_state [N,HV,K,V]; cu_seqlens int64 [N+1] with B == 1.
+void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const OptTensor& g, const at::Tensor& beta, const OptTensor& initial_state,
+                  const OptTensor& cu_seqlens);
+
+// x / sqrt(sum(x^2) + 1e-6) over the last dim, and its backward given y = l2norm(x).
+at::Tensor l2norm(const at::Tensor& x);
+at::Tensor l2norm_backward(const at::Tensor& x, const at::Tensor& dy);
+
+Pair alloc_outputs(const at::Tensor& q, const at::Tensor& v, const OptTensor& cu_seqlens, bool output_final_state);
+
+struct Inputs {
+  at::Tensor q, k, v, g, beta, h0, cu_seqlens;
+};
+Inputs prepare_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      const OptTensor& g, const at::Tensor& beta, const OptTensor& initial_state,
+                      const OptTensor& cu_seqlens);
+FwdParams make_fwd_params(const Inputs& in, const at::Tensor& o, const at::Tensor& ht, double scale);
+
+double resolve_scale(std::optional<double> scale, const at::Tensor& q);
+
+// A backend: static check_dtype(op, q), forward(FwdParams, dtype, recurrent), backward(BwdParams, dtype).
+template <class Backend>
+Pair run_forward(const char* op, bool recurrent, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                 const OptTensor& g, const at::Tensor& beta, std::optional<double> scale,
+                 const OptTensor& initial_state, bool output_final_state, bool use_qk_l2norm,
+                 const OptTensor& cu_seqlens) {
+  check_inputs(op, q, k, v, g, beta, initial_state, cu_seqlens);
+  Backend::check_dtype(op, q);
+  const Inputs in = prepare_inputs(op, use_qk_l2norm ? l2norm(q) : q, use_qk_l2norm ? l2norm(k) : k, v, g, beta,
+                                   initial_state, cu_seqlens);
+  auto [o, ht] = alloc_outputs(q, v, cu_seqlens, output_final_state);
+  if (q.numel() > 0 || ht.numel() > 0) {
+    Backend::forward(make_fwd_params(in, o, ht, resolve_scale(scale, q)), q.scalar_type(), recurrent);
+  }
+  return {o, ht};
+}
+
+BwdResult run_backward_cpu_like(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
+                                const at::Tensor& beta, const at::Tensor& do_, const OptTensor& dht,
+                                std::optional<double> scale, const OptTensor& initial_state,
+                                const OptTensor& cu_seqlens, void (*launch)(const BwdParams&, at::ScalarType),
+                                void (*check_dtype)(const char*, const at::Tensor&));
+
+}  // namespace linattn::delta

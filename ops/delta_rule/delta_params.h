@@ -1,0 +1,41 @@
+#pragma once
+// Torch-free description of one (gated) delta-rule call, shared by the CPU (and future CUDA) kernels.
+// Token-major layout as in ops/gla/gla_params.h. q and k have H heads; v, o, beta, g and the states have HV
+// value heads, HV a multiple of H: value head hv reads q/k head hv / (HV / H).
+#include <cstdint>
+
+namespace linattn::delta {
+
+struct FwdParams {
+  const void* q = nullptr;     // [B*T, H, K] queries (input dtype; already L2-normalised when asked)
+  const void* k = nullptr;     // [B*T, H, K] keys (input dtype)
+  const void* v = nullptr;     // [B*T, HV, V] values (input dtype)
+  void* o = nullptr;           // [B*T, HV, V] output (input dtype)
+  const void* beta = nullptr;  // [B*T, HV] write strengths in state precision
+  const void* g = nullptr;     // [B*T, HV] log decays in state precision; nullptr: DeltaNet (no decay)
+  const void* h0 = nullptr;    // [N, HV, K, V] initial states in state precision, nullptr for zeros
+  void* ht = nullptr;          // [N, HV, K, V] final states in state precision, nullptr when not wanted
+  const int64_t* cu_seqlens = nullptr;  // [N+1] offsets of packed sequences; nullptr: sequence n is batch n
+
+  int64_t batch = 0;        // B
+  int64_t seqlen = 0;       // T
+  int64_t num_seqs = 0;     // N
+  int64_t heads = 0;        // H (q/k heads)
+  int64_t value_heads = 0;  // HV (v heads), a multiple of H
+  int64_t dim_k = 0;        // K
+  int64_t dim_v = 0;        // V
+  double scale = 1.0;       // multiplies q
+};
+
+struct BwdParams : FwdParams {
+  const void* do_ = nullptr;  // [B*T, HV, V] gradient of o (input dtype)
+  const void* dht = nullptr;  // [N, HV, K, V] gradient of the final state, nullptr for zeros
+  void* dq = nullptr;         // [B*T, HV, K] per value head (input dtype); the caller sums each group
+  void* dk = nullptr;         // [B*T, HV, K] per value head (input dtype)
+  void* dv = nullptr;         // [B*T, HV, V] (input dtype)
+  void* dbeta = nullptr;      // [B*T, HV] state precision
+  void* dg = nullptr;         // [B*T, HV] state precision, nullptr when g is absent
+  void* dh0 = nullptr;        // [N, HV, K, V] state precision, nullptr: skip
+};
+
+}  // namespace linattn::delta
