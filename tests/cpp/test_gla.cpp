@@ -43,7 +43,10 @@ void expect_close(const torch::Tensor& a, const torch::Tensor& b, double tol, co
 
 TEST(LinattnLibrary, OpsAreRegisteredByLinking) {
   for (const char* name : {"linattn::chunk_gla", "linattn::fused_recurrent_gla", "linattn::chunk_simple_gla",
-                           "linattn::fused_recurrent_simple_gla", "linattn::_gla_backward"}) {
+                           "linattn::fused_recurrent_simple_gla", "linattn::_gla_backward",
+                           "linattn::chunk_delta_rule", "linattn::fused_recurrent_delta_rule",
+                           "linattn::chunk_gated_delta_rule", "linattn::fused_recurrent_gated_delta_rule",
+                           "linattn::_delta_rule_backward"}) {
     EXPECT_TRUE(c10::Dispatcher::singleton().findSchema({name, ""}).has_value()) << name;
   }
   EXPECT_EQ(linattn::version_code(), 100);
