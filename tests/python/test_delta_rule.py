@@ -225,3 +225,20 @@ def test_bad_input(case):
     mutate(a)
     with pytest.raises(RuntimeError, match=pattern):
         linattn.chunk_gated_delta_rule(a["q"], a["k"], a["v"], a["g"], a["beta"], initial_state=a["initial_state"])
+
+
+def test_inplace_final_state_decoding_loop():
+    q, k, v, g, beta, h0 = make(2, 12, 2, 2, 8, 4)
+    state = h0.clone()
+    outs = []
+    for t in range(12):
+        o, s = linattn.fused_recurrent_gated_delta_rule(q[:, t:t + 1], k[:, t:t + 1], v[:, t:t + 1], g[:, t:t + 1],
+                                                        beta[:, t:t + 1], initial_state=state,
+                                                        inplace_final_state=True)
+        assert s.data_ptr() == state.data_ptr()
+        outs.append(o)
+    ro, rh = ref("fused_recurrent_gated_delta_rule", q, k, v, g, beta, initial_state=h0, output_final_state=True)
+    assert_close(torch.cat(outs, 1), ro, atol=1e-12, rtol=1e-12)
+    assert_close(state, rh, atol=1e-12, rtol=1e-12)
+    with pytest.raises(ValueError, match="needs an initial_state"):
+        linattn.fused_recurrent_delta_rule(q, k, v, beta, inplace_final_state=True)

@@ -27,12 +27,27 @@ def chunk_delta_rule(q, k, v, beta, scale: Optional[float] = None, initial_state
                                          use_qk_l2norm_in_kernel, cu_seqlens), output_final_state)
 
 
+def _write_back(out, initial_state, inplace_final_state):
+    """inplace_final_state: the new state is written into initial_state (one state buffer for serving loops),
+    which is also returned as the final state. The kernels still produce a separate state that is copied in."""
+    if not inplace_final_state:
+        return out
+    if initial_state is None:
+        raise ValueError("inplace_final_state=True needs an initial_state to write into")
+    with torch.no_grad():
+        initial_state.copy_(out[1])
+    return out[0], initial_state
+
+
 def fused_recurrent_delta_rule(q, k, v, beta, scale: Optional[float] = None, initial_state=None,
                                output_final_state: bool = False, use_qk_l2norm_in_kernel: bool = False,
-                               cu_seqlens=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                               cu_seqlens=None, inplace_final_state: bool = False
+                               ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """DeltaNet step by step (decoding)."""
-    return _result(_ops.fused_recurrent_delta_rule(q, k, v, beta, scale, initial_state, output_final_state,
-                                                   use_qk_l2norm_in_kernel, cu_seqlens), output_final_state)
+    want = output_final_state or inplace_final_state
+    out = _result(_ops.fused_recurrent_delta_rule(q, k, v, beta, scale, initial_state, want,
+                                                  use_qk_l2norm_in_kernel, cu_seqlens), want)
+    return _write_back(out, initial_state, inplace_final_state)
 
 
 def chunk_gated_delta_rule(q, k, v, g, beta, scale: Optional[float] = None, initial_state=None,
@@ -45,8 +60,10 @@ def chunk_gated_delta_rule(q, k, v, g, beta, scale: Optional[float] = None, init
 
 def fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale: Optional[float] = None, initial_state=None,
                                      output_final_state: bool = False, use_qk_l2norm_in_kernel: bool = False,
-                                     cu_seqlens=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                                     cu_seqlens=None, inplace_final_state: bool = False
+                                     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Gated DeltaNet step by step (decoding), differentiable."""
-    return _result(_ops.fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale, initial_state,
-                                                         output_final_state, use_qk_l2norm_in_kernel, cu_seqlens),
-                   output_final_state)
+    want = output_final_state or inplace_final_state
+    out = _result(_ops.fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale, initial_state, want,
+                                                        use_qk_l2norm_in_kernel, cu_seqlens), want)
+    return _write_back(out, initial_state, inplace_final_state)
