@@ -60,4 +60,20 @@ TORCH_LIBRARY(linattn, m) {
       "float? scale, Tensor? initial_state, Tensor? cu_seqlens) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
       tags);
+
+  // ---- sliding-window attention (ops/swa) ----
+  // Causal softmax attention where query i sees keys i-w+1 .. i of its sequence.
+  m.def(
+      "sliding_window_attention(Tensor q, Tensor k, Tensor v, int window_size, float? scale=None, "
+      "Tensor? cu_seqlens=None) -> Tensor",
+      tags);
+  // (o, lse): lse [B, T, H] is the log-sum-exp of the scaled scores of each row, saved for the backward.
+  m.def(
+      "_sliding_window_attention_forward(Tensor q, Tensor k, Tensor v, int window_size, float? scale=None, "
+      "Tensor? cu_seqlens=None) -> (Tensor, Tensor)",
+      tags);
+  m.def(
+      "_sliding_window_attention_backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor do, "
+      "int window_size, float? scale, Tensor? cu_seqlens) -> (Tensor, Tensor, Tensor)",
+      tags);
 }

@@ -437,7 +437,10 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// 5. dg[e] = sum_kt dg_partial[kt][e] (scalar gates with K > 32).
+// 5. dg[e] = sum_kt dg_partial[kt][e] (scalar gates with K > 32). A template (with no real parameter) so
+// that the three dtype instantiation units including this header share one weak definition instead of
+// each defining the same strong symbol (a non-template __global__ in a header fails to link).
+template <int kUnused = 0>
 __global__ void __launch_bounds__(256)
     dg_reduce_kernel(const float* __restrict__ partial, float* __restrict__ dg, int64_t count, int k_tiles) {
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
@@ -492,8 +495,8 @@ void launch_chunk_backward(const BwdParams& p, const BwdWorkspace& ws, cudaStrea
   if (p.dg != nullptr && p.dg_sum_k && k_tiles > 1) {
     const int64_t count = p.batch * p.seqlen * p.heads;
     const int64_t blocks = std::min<int64_t>(ceil_div(count, 256), 65535);
-    dg_reduce_kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(ws.dg_partial, static_cast<float*>(p.dg),
-                                                                      count, k_tiles);
+    dg_reduce_kernel<><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(ws.dg_partial, static_cast<float*>(p.dg),
+                                                                        count, k_tiles);
     LINATTN_CHECK_LAUNCH();
   }
 }
