@@ -76,4 +76,8 @@ TORCH_LIBRARY(linattn, m) {
       "_sliding_window_attention_backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor do, "
       "int window_size, float? scale, Tensor? cu_seqlens) -> (Tensor, Tensor, Tensor)",
       tags);
+
+  // ---- LoLCATs (ops/lolcats) ----
+  // phi(x) = [softmax_F(x W_h), softmax_F(-x W_h)]; x [B, T, H, D], weight [H, D, F] -> [B, T, H, 2F].
+  m.def("hedgehog_feature_map(Tensor x, Tensor weight) -> Tensor", tags);
 }
