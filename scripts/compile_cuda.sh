@@ -18,6 +18,9 @@ echo "compile_cuda: ${#CU[@]} .cu files with $("$NVCC" --version | tail -1) for 
 export NVCC GENCODE OUT
 printf '%s\n' "${CU[@]}" | xargs -r -P "$(nproc)" -I{} sh -c \
   '"$NVCC" -std=c++17 --expt-relaxed-constexpr -O3 -Icsrc/include -Icsrc -I. $GENCODE -c "{}" -o "$OUT/$(echo {} | tr / _).o" || { echo "FAILED: {}"; exit 255; }'
+# Link the objects together: a non-template __global__ defined in a shared header shows up here as a
+# multiple definition, which compiling files one by one never reports.
+ld -r "$OUT"/*.o -o "$OUT/linked.o"
 TP=$(python3 -c "import torch, os; print(os.path.dirname(torch.__file__))")
 for f in $(find ops csrc -name '*_cuda.cpp' | sort); do
   g++ -std=c++20 -fsyntax-only -DLINATTN_WITH_CUDA -Icsrc/include -Icsrc -I. -I"$TP/include" \

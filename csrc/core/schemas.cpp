@@ -80,4 +80,19 @@ TORCH_LIBRARY(linattn, m) {
   // ---- LoLCATs (ops/lolcats) ----
   // phi(x) = [softmax_F(x W_h), softmax_F(-x W_h)]; x [B, T, H, D], weight [H, D, F] -> [B, T, H, 2F].
   m.def("hedgehog_feature_map(Tensor x, Tensor weight) -> Tensor", tags);
+  // Hybrid window softmax + linear attention with one normaliser (see csrc/include/linattn/lolcats.h).
+  m.def(
+      "lolcats_attention(Tensor q, Tensor k, Tensor v, Tensor fq, Tensor fk, Tensor window_factor, "
+      "int window_size=64, float? scale=None) -> Tensor",
+      tags);
+  // (o, m, z): the window max of the scaled scores and the normaliser of every row, saved for the backward.
+  m.def(
+      "_lolcats_attention_forward(Tensor q, Tensor k, Tensor v, Tensor fq, Tensor fk, Tensor window_factor, "
+      "int window_size, float? scale) -> (Tensor, Tensor, Tensor)",
+      tags);
+  m.def(
+      "_lolcats_attention_backward(Tensor q, Tensor k, Tensor v, Tensor fq, Tensor fk, Tensor window_factor, "
+      "Tensor o, Tensor m, Tensor z, Tensor do, int window_size, float? scale) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      tags);
 }

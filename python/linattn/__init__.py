@@ -13,7 +13,7 @@ from .ops.delta_rule import (
     fused_recurrent_gated_delta_rule,
 )
 from .ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
-from .ops.lolcats import hedgehog_feature_map
+from .ops.lolcats import hedgehog_feature_map, lolcats_attention
 from .ops.swa import sliding_window_attention
 from . import layers
 from .version import __version__
@@ -32,6 +32,7 @@ __all__ = [
     "fused_recurrent_simple_gla",
     "has_cuda_kernels",
     "hedgehog_feature_map",
+    "lolcats_attention",
     "sliding_window_attention",
     "cmake_prefix_path",
     "__version__",
