@@ -95,4 +95,13 @@ TORCH_LIBRARY(linattn, m) {
       "Tensor o, Tensor m, Tensor z, Tensor do, int window_size, float? scale) "
       "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
       tags);
+
+  // ---- Liger (ops/liger) ----
+  m.def("liger_gate(Tensor k, int? out_dim=None, float divisor=16.0) -> Tensor", tags);
+  // Returns (o, final GLA state; an empty tensor unless output_final_state).
+  m.def(
+      "liger_attention(Tensor q, Tensor k, Tensor v, Tensor g, Tensor q_rot, Tensor k_rot, int window_size=64, "
+      "Tensor? initial_state=None, bool output_final_state=False, float softmax_weight=0.5, "
+      "float linear_weight=0.5) -> (Tensor, Tensor)",
+      tags);
 }

@@ -13,6 +13,7 @@ from .ops.delta_rule import (
     fused_recurrent_gated_delta_rule,
 )
 from .ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
+from .ops.liger import liger_attention, liger_gate
 from .ops.lolcats import hedgehog_feature_map, lolcats_attention
 from .ops.swa import sliding_window_attention
 from . import layers
@@ -32,6 +33,8 @@ __all__ = [
     "fused_recurrent_simple_gla",
     "has_cuda_kernels",
     "hedgehog_feature_map",
+    "liger_attention",
+    "liger_gate",
     "lolcats_attention",
     "sliding_window_attention",
     "cmake_prefix_path",

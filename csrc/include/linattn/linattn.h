@@ -6,6 +6,7 @@
 #include <linattn/export.h>
 #include <linattn/delta_rule.h>
 #include <linattn/gla.h>
+#include <linattn/liger.h>
 #include <linattn/lolcats.h>
 #include <linattn/swa.h>
 
