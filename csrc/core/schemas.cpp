@@ -104,4 +104,11 @@ TORCH_LIBRARY(linattn, m) {
       "Tensor? initial_state=None, bool output_final_state=False, float softmax_weight=0.5, "
       "float linear_weight=0.5) -> (Tensor, Tensor)",
       tags);
+
+  // ---- MoM routing (ops/mom) ----
+  m.def("mom_route(Tensor router_logits, int topk) -> (Tensor, Tensor)", tags);
+  m.def("mom_dispatch(Tensor x, Tensor indices, int num_memories) -> (Tensor, Tensor, Tensor)", tags);
+  m.def(
+      "mom_combine(Tensor y_sorted, Tensor weights, Tensor indices, Tensor sort_index, int num_memories) -> Tensor",
+      tags);
 }

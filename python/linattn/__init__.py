@@ -15,6 +15,7 @@ from .ops.delta_rule import (
 from .ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
 from .ops.liger import liger_attention, liger_gate
 from .ops.lolcats import hedgehog_feature_map, lolcats_attention
+from .ops.mom import mom_combine, mom_dispatch, mom_route
 from .ops.swa import sliding_window_attention
 from . import layers
 from .version import __version__
@@ -36,6 +37,9 @@ __all__ = [
     "liger_attention",
     "liger_gate",
     "lolcats_attention",
+    "mom_combine",
+    "mom_dispatch",
+    "mom_route",
     "sliding_window_attention",
     "cmake_prefix_path",
     "__version__",

@@ -8,6 +8,7 @@
 #include <linattn/gla.h>
 #include <linattn/liger.h>
 #include <linattn/lolcats.h>
+#include <linattn/mom.h>
 #include <linattn/swa.h>
 
 namespace linattn {

@@ -1,0 +1,27 @@
+#pragma once
+// Mixture-of-memories routing: route tokens to memories, pack each memory's tokens as varlen sequences,
+// and combine the memories' outputs back per token.
+#include <tuple>
+
+#include <ATen/core/Tensor.h>
+
+#include <linattn/export.h>
+
+namespace linattn {
+
+// fp32 softmax over memories, top-k (ties to the lower index), weights renormalised over the k.
+// router_logits [B, T, E] -> (weights [B, T, k] in the logits' dtype, indices [B, T, k] int64).
+LINATTN_API std::tuple<at::Tensor, at::Tensor> mom_route(const at::Tensor& router_logits, int64_t topk);
+
+// x [B, T, ...], indices [B, T, k] -> (x_sorted [B*T*k, ...], cu_seqlens [E*B+1] int64, sort_index [B*T*k]):
+// sequence e*B + b holds, in token order, the tokens of batch b routed to memory e (stable, deterministic);
+// sort_index[r] = b*T + t of packed row r. No host synchronisation.
+LINATTN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> mom_dispatch(const at::Tensor& x,
+                                                                        const at::Tensor& indices,
+                                                                        int64_t num_memories);
+
+// y[b, t] = sum_j weights[b, t, j] * (row of y_sorted holding copy j of token (b, t)).
+LINATTN_API at::Tensor mom_combine(const at::Tensor& y_sorted, const at::Tensor& weights, const at::Tensor& indices,
+                                   const at::Tensor& sort_index, int64_t num_memories);
+
+}  // namespace linattn
