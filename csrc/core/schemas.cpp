@@ -80,6 +80,11 @@ TORCH_LIBRARY(linattn, m) {
   // ---- LoLCATs (ops/lolcats) ----
   // phi(x) = [softmax_F(x W_h), softmax_F(-x W_h)]; x [B, T, H, D], weight [H, D, F] -> [B, T, H, 2F].
   m.def("hedgehog_feature_map(Tensor x, Tensor weight) -> Tensor", tags);
+  // MSE(lolcats_attention(...), causal softmax attention of q, k, v under no_grad).
+  m.def(
+      "attention_transfer_loss(Tensor q, Tensor k, Tensor v, Tensor fq, Tensor fk, Tensor window_factor, "
+      "int window_size=64, float? scale=None) -> Tensor",
+      tags);
   // Hybrid window softmax + linear attention with one normaliser (see csrc/include/linattn/lolcats.h).
   m.def(
       "lolcats_attention(Tensor q, Tensor k, Tensor v, Tensor fq, Tensor fk, Tensor window_factor, "

@@ -23,10 +23,26 @@ at::Tensor hedgehog_feature_map(const at::Tensor& x, const at::Tensor& weight) {
   return at::cat({at::softmax(proj, -1), at::softmax(-proj, -1)}, -1);
 }
 
+at::Tensor attention_transfer_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const at::Tensor& fq, const at::Tensor& fk, const at::Tensor& window_factor,
+                                   int64_t window_size, std::optional<double> scale) {
+  // The teacher is causal softmax attention on the same q, k, v and scale, outside the graph (no_grad):
+  // only the student's feature maps and window factors (and whatever produced q, k, v) get gradients.
+  const at::Tensor teacher =
+      at::scaled_dot_product_attention(q.detach().transpose(1, 2), k.detach().transpose(1, 2),
+                                       v.detach().transpose(1, 2), {}, 0.0, /*is_causal=*/true, scale)
+          .transpose(1, 2);
+  const at::Tensor student = lolcats_attention(q, k, v, fq, fk, window_factor, window_size, scale);
+  return at::mse_loss(student, teacher.to(student.scalar_type()));
+}
+
 namespace {
 at::Tensor hedgehog_entry(const at::Tensor& x, const at::Tensor& weight) { return hedgehog_feature_map(x, weight); }
 }  // namespace
 
-TORCH_LIBRARY_IMPL(linattn, CompositeImplicitAutograd, m) { m.impl("hedgehog_feature_map", &hedgehog_entry); }
+TORCH_LIBRARY_IMPL(linattn, CompositeImplicitAutograd, m) {
+  m.impl("hedgehog_feature_map", &hedgehog_entry);
+  m.impl("attention_transfer_loss", &attention_transfer_loss);
+}
 
 }  // namespace linattn

@@ -14,7 +14,7 @@ from .ops.delta_rule import (
 )
 from .ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
 from .ops.liger import liger_attention, liger_gate
-from .ops.lolcats import hedgehog_feature_map, lolcats_attention
+from .ops.lolcats import attention_transfer_loss, hedgehog_feature_map, lolcats_attention
 from .ops.mom import mom_combine, mom_dispatch, mom_route
 from .ops.swa import sliding_window_attention
 from . import layers
@@ -24,6 +24,7 @@ from .version import __version__
 cmake_prefix_path = _library.PACKAGE_DIR
 
 __all__ = [
+    "attention_transfer_loss",
     "chunk_delta_rule",
     "chunk_gated_delta_rule",
     "fused_recurrent_delta_rule",

@@ -92,3 +92,28 @@ def test_bad_input(case):
     a.update(over)
     with pytest.raises(RuntimeError, match=pattern):
         linattn.lolcats_attention(**a)
+
+
+def test_attention_transfer_loss_is_mse_to_detached_softmax_teacher_and_trains():
+    q, k, v, _, _, wf = make(1, 96, 2, 8, 8, 4)
+    weight = torch.randn(2, 8, 4, dtype=torch.float64, requires_grad=True)
+    wf.requires_grad_()
+    q.requires_grad_()
+    fq, fk = linattn.hedgehog_feature_map(q, weight), linattn.hedgehog_feature_map(k, weight)
+    loss = linattn.attention_transfer_loss(q, k, v, fq, fk, wf, window_size=16)
+    teacher = torch.nn.functional.scaled_dot_product_attention(
+        q.detach().transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True).transpose(1, 2)
+    want = (definition(q.detach(), k, v, fq.detach(), fk.detach(), wf.detach(), 16) - teacher).square().mean()
+    assert_close(loss, want, atol=1e-12, rtol=1e-12)
+    # q gets gradient only through the student; a few steps on the feature maps lower the loss.
+    (gq,) = torch.autograd.grad(loss, (q,), retain_graph=True)
+    assert gq.abs().sum() > 0
+    opt = torch.optim.Adam([weight, wf], lr=0.05)
+    first = loss.item()
+    for _ in range(30):
+        opt.zero_grad()
+        fq, fk = linattn.hedgehog_feature_map(q.detach(), weight), linattn.hedgehog_feature_map(k, weight)
+        loss = linattn.attention_transfer_loss(q.detach(), k, v, fq, fk, wf, window_size=16)
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.8 * first

@@ -19,4 +19,11 @@ LINATTN_API at::Tensor lolcats_attention(const at::Tensor& q, const at::Tensor& 
                                          const at::Tensor& fq, const at::Tensor& fk, const at::Tensor& window_factor,
                                          int64_t window_size = 64, std::optional<double> scale = std::nullopt);
 
+// MSE between lolcats_attention(...) and causal softmax attention on the same q, k, v (the teacher, computed
+// without gradient by scaled_dot_product_attention): the stage-1 objective of LoLCATs.
+LINATTN_API at::Tensor attention_transfer_loss(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                               const at::Tensor& fq, const at::Tensor& fk,
+                                               const at::Tensor& window_factor, int64_t window_size = 64,
+                                               std::optional<double> scale = std::nullopt);
+
 }  // namespace linattn
