@@ -16,4 +16,10 @@ void value_check_cu_seqlens(const at::Tensor& cu_seqlens, int64_t total_len, con
   TORCH_CHECK(p[n - 1] == total_len, op, ": cu_seqlens must end at T=", total_len, ", got ", p[n - 1]);
 }
 
+at::Tensor prepare_cu_seqlens(const std::optional<at::Tensor>& cu_seqlens, int64_t total_len, const char* op) {
+  if (!cu_seqlens.has_value()) return at::Tensor();
+  value_check_cu_seqlens(*cu_seqlens, total_len, op);
+  return cu_seqlens->contiguous();
+}
+
 }  // namespace linattn

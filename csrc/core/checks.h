@@ -49,4 +49,19 @@ inline void check_cu_seqlens(const std::optional<at::Tensor>& cu_seqlens, const 
 // Offsets must start at 0, never decrease and end at total_len. Reads the data (host copy on CUDA).
 void value_check_cu_seqlens(const at::Tensor& cu_seqlens, int64_t total_len, const char* op);
 
+// The value-checked contiguous cu_seqlens for a kernel, or an undefined tensor when absent.
+at::Tensor prepare_cu_seqlens(const std::optional<at::Tensor>& cu_seqlens, int64_t total_len, const char* op);
+
+// float64 inputs keep float64 states and accumulation; every other dtype uses float32.
+inline at::ScalarType state_dtype(const at::Tensor& q) {
+  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// The CPU kernels take float32 and float64 (half precision runs on CUDA).
+inline void check_cpu_dtype(const char* op, const at::Tensor& q) {
+  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble, op,
+              ": the CPU kernels take float32 or float64 inputs, got ", q.scalar_type(),
+              " (half precision runs on CUDA)");
+}
+
 }  // namespace linattn

@@ -6,6 +6,15 @@
 #include <cstdint>
 #include <cstring>
 
+// Marks a CPU kernel's range runner to be cloned for x86-64-v3 CPUs (AVX2 + FMA; picked by CPU features through
+// an ifunc at load time) with every callee flattened into it, so tile loops vectorize 8-wide there and stay
+// baseline x86-64 elsewhere.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define LINATTN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
+#else
+#define LINATTN_CPU_CLONES
+#endif
+
 namespace linattn::cpu {
 
 // C[M,N] (+)= alpha * A[M,P] @ B[P,N]; lower_a: A is lower triangular (A[i][p] = 0 for p > i).

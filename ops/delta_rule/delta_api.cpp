@@ -3,6 +3,7 @@
 
 #include <linattn/delta_rule.h>
 
+#include "core/api_util.h"
 #include "ops/delta_rule/delta_dispatch.h"
 
 namespace linattn {
@@ -48,19 +49,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
 }  // namespace delta::dispatch
 
-namespace {
-std::tuple<at::Tensor, at::Tensor> public_result(std::tuple<at::Tensor, at::Tensor> r, bool output_final_state) {
-  if (!output_final_state) std::get<1>(r) = at::Tensor();
-  return r;
-}
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor> chunk_delta_rule(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                     const at::Tensor& beta, std::optional<double> scale,
                                                     const std::optional<at::Tensor>& initial_state,
                                                     bool output_final_state, bool use_qk_l2norm_in_kernel,
                                                     const std::optional<at::Tensor>& cu_seqlens) {
-  return public_result(delta::dispatch::forward(false, q, k, v, std::nullopt, beta, scale, initial_state,
+  return drop_unrequested_state(delta::dispatch::forward(false, q, k, v, std::nullopt, beta, scale, initial_state,
                                                 output_final_state, use_qk_l2norm_in_kernel, cu_seqlens),
                        output_final_state);
 }
@@ -69,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor> fused_recurrent_delta_rule(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& beta,
     std::optional<double> scale, const std::optional<at::Tensor>& initial_state, bool output_final_state,
     bool use_qk_l2norm_in_kernel, const std::optional<at::Tensor>& cu_seqlens) {
-  return public_result(delta::dispatch::forward(true, q, k, v, std::nullopt, beta, scale, initial_state,
+  return drop_unrequested_state(delta::dispatch::forward(true, q, k, v, std::nullopt, beta, scale, initial_state,
                                                 output_final_state, use_qk_l2norm_in_kernel, cu_seqlens),
                        output_final_state);
 }
@@ -78,7 +72,7 @@ std::tuple<at::Tensor, at::Tensor> chunk_gated_delta_rule(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g, const at::Tensor& beta,
     std::optional<double> scale, const std::optional<at::Tensor>& initial_state, bool output_final_state,
     bool use_qk_l2norm_in_kernel, const std::optional<at::Tensor>& cu_seqlens) {
-  return public_result(delta::dispatch::forward(false, q, k, v, g, beta, scale, initial_state, output_final_state,
+  return drop_unrequested_state(delta::dispatch::forward(false, q, k, v, g, beta, scale, initial_state, output_final_state,
                                                 use_qk_l2norm_in_kernel, cu_seqlens),
                        output_final_state);
 }
@@ -87,7 +81,7 @@ std::tuple<at::Tensor, at::Tensor> fused_recurrent_gated_delta_rule(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& g, const at::Tensor& beta,
     std::optional<double> scale, const std::optional<at::Tensor>& initial_state, bool output_final_state,
     bool use_qk_l2norm_in_kernel, const std::optional<at::Tensor>& cu_seqlens) {
-  return public_result(delta::dispatch::forward(true, q, k, v, g, beta, scale, initial_state, output_final_state,
+  return drop_unrequested_state(delta::dispatch::forward(true, q, k, v, g, beta, scale, initial_state, output_final_state,
                                                 use_qk_l2norm_in_kernel, cu_seqlens),
                        output_final_state);
 }

@@ -60,10 +60,6 @@ at::Tensor l2norm_backward(const at::Tensor& x, const at::Tensor& dy) {
   return r * (dy - y * (y * dy).sum(-1, true));
 }
 
-static at::ScalarType state_dtype(const at::Tensor& q) {
-  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 Pair alloc_outputs(const at::Tensor& q, const at::Tensor& v, const OptTensor& cu_seqlens, bool output_final_state) {
   at::Tensor o = at::empty_symint(v.sym_sizes(), q.options());
   const auto opts = q.options().dtype(state_dtype(q));
@@ -88,10 +84,7 @@ Inputs prepare_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, 
   in.beta = beta.to(dt).contiguous();
   if (g.has_value()) in.g = g->to(dt).contiguous();
   if (initial_state.has_value()) in.h0 = initial_state->to(dt).contiguous();
-  if (cu_seqlens.has_value()) {
-    value_check_cu_seqlens(*cu_seqlens, q.size(1), op);
-    in.cu_seqlens = cu_seqlens->contiguous();
-  }
+  in.cu_seqlens = prepare_cu_seqlens(cu_seqlens, q.size(1), op);
   return in;
 }
 

@@ -2,6 +2,7 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include "core/checks.h"
 #include "ops/delta_rule/delta_common.h"
 #include "ops/delta_rule/delta_cpu_kernel.h"
 
@@ -9,11 +10,7 @@ namespace linattn::delta {
 namespace {
 
 struct CpuBackend {
-  static void check_dtype(const char* op, const at::Tensor& q) {
-    TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble, op,
-                ": the CPU kernels take float32 or float64 q, k, v, got ", q.scalar_type(),
-                " (half precision runs on CUDA)");
-  }
+  static void check_dtype(const char* op, const at::Tensor& q) { check_cpu_dtype(op, q); }
   static void forward(const FwdParams& p, at::ScalarType dtype, bool recurrent) {
     AT_DISPATCH_FLOATING_TYPES(dtype, "delta_rule_forward_cpu", [&] {
       if (recurrent) {

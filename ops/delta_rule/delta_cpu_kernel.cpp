@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 
 #include "core/cpu_math.h"
+#include "core/varlen.h"
 
 namespace linattn::delta::cpu {
 
@@ -29,14 +30,7 @@ using linattn::cpu::transpose;
 constexpr int64_t kChunk = 64;
 using Gate = double;  // cumulative decays in double, as in the GLA kernels
 
-struct Span {
-  int64_t bos, len;
-};
-
-inline Span sequence(const FwdParams& p, int64_t n) {
-  if (p.cu_seqlens != nullptr) return {p.cu_seqlens[n], p.cu_seqlens[n + 1] - p.cu_seqlens[n]};
-  return {n * p.seqlen, p.seqlen};
-}
+inline Span sequence(const FwdParams& p, int64_t n) { return sequence_span(p.cu_seqlens, p.seqlen, n); }
 
 // Tiles of one chunk in precision T (leading dims K, V or kChunk).
 template <typename T>
@@ -358,12 +352,6 @@ inline Heads heads_of(const FwdParams& p, int64_t task) {
   const int64_t hv = task % p.value_heads;
   return {hv / (p.value_heads / p.heads), hv};
 }
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LINATTN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
-#else
-#define LINATTN_CPU_CLONES
-#endif
 
 template <typename T>
 void forward_range(const FwdParams& p, int64_t begin, int64_t end) {

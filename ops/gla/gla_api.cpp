@@ -4,6 +4,7 @@
 
 #include <linattn/gla.h>
 
+#include "core/api_util.h"
 #include "ops/gla/gla_dispatch.h"
 
 namespace linattn {
@@ -58,19 +59,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 
 }  // namespace gla::dispatch
 
-namespace {
-// The ops return an empty final state when it was not requested; the C++ API says "undefined" instead.
-std::tuple<at::Tensor, at::Tensor> public_result(std::tuple<at::Tensor, at::Tensor> r, bool output_final_state) {
-  if (!output_final_state) std::get<1>(r) = at::Tensor();
-  return r;
-}
-}  // namespace
-
 std::tuple<at::Tensor, at::Tensor> chunk_gla(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                              const at::Tensor& g, std::optional<double> scale,
                                              const std::optional<at::Tensor>& initial_state, bool output_final_state,
                                              const std::optional<at::Tensor>& cu_seqlens) {
-  return public_result(gla::dispatch::chunk_gla(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens),
+  return drop_unrequested_state(gla::dispatch::chunk_gla(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens),
                        output_final_state);
 }
 
@@ -80,7 +73,7 @@ std::tuple<at::Tensor, at::Tensor> fused_recurrent_gla(const at::Tensor& q, cons
                                                        const std::optional<at::Tensor>& initial_state,
                                                        bool output_final_state,
                                                        const std::optional<at::Tensor>& cu_seqlens) {
-  return public_result(
+  return drop_unrequested_state(
       gla::dispatch::fused_recurrent_gla(q, k, v, gk, scale, initial_state, output_final_state, cu_seqlens),
       output_final_state);
 }
@@ -92,7 +85,7 @@ std::tuple<at::Tensor, at::Tensor> chunk_simple_gla(const at::Tensor& q, const a
                                                     const std::optional<at::Tensor>& initial_state,
                                                     bool output_final_state,
                                                     const std::optional<at::Tensor>& cu_seqlens) {
-  return public_result(
+  return drop_unrequested_state(
       gla::dispatch::chunk_simple_gla(q, k, v, g, g_gamma, scale, initial_state, output_final_state, cu_seqlens),
       output_final_state);
 }
@@ -104,7 +97,7 @@ std::tuple<at::Tensor, at::Tensor> fused_recurrent_simple_gla(const at::Tensor& 
                                                               const std::optional<at::Tensor>& initial_state,
                                                               bool output_final_state,
                                                               const std::optional<at::Tensor>& cu_seqlens) {
-  return public_result(gla::dispatch::fused_recurrent_simple_gla(q, k, v, g, g_gamma, scale, initial_state,
+  return drop_unrequested_state(gla::dispatch::fused_recurrent_simple_gla(q, k, v, g, g_gamma, scale, initial_state,
                                                                  output_final_state, cu_seqlens),
                        output_final_state);
 }

@@ -70,10 +70,6 @@ void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, cons
   }
 }
 
-at::ScalarType state_dtype(const at::Tensor& q) {
-  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 double resolve_scale(std::optional<double> scale, const at::Tensor& q) {
   return scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
 }
@@ -122,10 +118,7 @@ Inputs prepare_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, 
   in.v = v.contiguous();
   in.gate = prepare_gate(g, g_gamma, q);
   if (initial_state.has_value()) in.h0 = initial_state->to(state_dtype(q)).contiguous();
-  if (cu_seqlens.has_value()) {
-    value_check_cu_seqlens(*cu_seqlens, q.size(1), op);
-    in.cu_seqlens = cu_seqlens->contiguous();
-  }
+  in.cu_seqlens = prepare_cu_seqlens(cu_seqlens, q.size(1), op);
   return in;
 }
 

@@ -18,9 +18,6 @@ void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, cons
                   const std::optional<at::Tensor>& g, GateLayout layout, const std::optional<at::Tensor>& g_gamma,
                   const std::optional<at::Tensor>& initial_state, const std::optional<at::Tensor>& cu_seqlens);
 
-// float64 inputs keep float64 states; every other dtype uses float32 states and accumulation.
-at::ScalarType state_dtype(const at::Tensor& q);
-
 double resolve_scale(std::optional<double> scale, const at::Tensor& q);
 
 // (o, final_state) with final_state an empty tensor when not requested. Symbolic-size safe.

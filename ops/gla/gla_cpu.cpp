@@ -2,6 +2,7 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
+#include "core/checks.h"
 #include "ops/gla/gla_cpu_kernel.h"
 #include "ops/gla/gla_entries.h"
 
@@ -9,11 +10,7 @@ namespace linattn::gla {
 namespace {
 
 struct CpuBackend {
-  static void check_dtype(const char* op, const at::Tensor& q) {
-    TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble, op,
-                ": the CPU kernels take float32 or float64 q, k, v, got ", q.scalar_type(),
-                " (half precision runs on CUDA)");
-  }
+  static void check_dtype(const char* op, const at::Tensor& q) { check_cpu_dtype(op, q); }
   static void forward(const FwdParams& p, at::ScalarType dtype, Algo algo, const at::Tensor&) {
     AT_DISPATCH_FLOATING_TYPES(dtype, "gla_forward_cpu", [&] {
       if (algo == Algo::Chunk) {

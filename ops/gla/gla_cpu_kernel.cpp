@@ -14,6 +14,7 @@
 #include <ATen/Parallel.h>
 
 #include "core/cpu_math.h"
+#include "core/varlen.h"
 
 namespace linattn::gla::cpu {
 
@@ -37,14 +38,7 @@ constexpr int64_t kChunk = 64;
 constexpr int64_t kSub = 16;
 static_assert(kChunk % kSub == 0, "the chunk must be a whole number of secondary chunks");
 
-struct Span {
-  int64_t bos, len;
-};
-
-inline Span sequence(const FwdParams& p, int64_t n) {
-  if (p.cu_seqlens != nullptr) return {p.cu_seqlens[n], p.cu_seqlens[n + 1] - p.cu_seqlens[n]};
-  return {n * p.seqlen, p.seqlen};
-}
+inline Span sequence(const FwdParams& p, int64_t n) { return sequence_span(p.cu_seqlens, p.seqlen, n); }
 
 // Chunk tiles in accumulation precision T, row-major with leading dims K, V or kChunk.
 template <typename T>
@@ -367,14 +361,6 @@ void recurrent_task(const FwdParams& p, int64_t n, int64_t h, std::vector<T>& S,
   }
   if (p.ht != nullptr) std::copy(S.begin(), S.end(), static_cast<T*>(p.ht) + state_off);
 }
-
-// Each range runner is cloned for x86-64-v3 CPUs (AVX2 + FMA; ifunc-dispatched on CPU features at load time) with every callee flattened
-// into it, so the tile loops vectorize 8-wide there and stay baseline x86-64 elsewhere.
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define LINATTN_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
-#else
-#define LINATTN_CPU_CLONES
-#endif
 
 template <typename T>
 void forward_range(const FwdParams& p, int64_t begin, int64_t end) {

@@ -32,7 +32,7 @@ void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, cons
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> alloc_outputs(const at::Tensor& q, const at::Tensor& v) {
-  const auto sd = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto sd = state_dtype(q);
   const auto rows = std::vector<c10::SymInt>{q.sym_size(0), q.sym_size(1), q.sym_size(2)};
   return {at::empty_symint(v.sym_sizes(), q.options()), at::empty_symint(rows, q.options().dtype(sd)),
           at::empty_symint(rows, q.options().dtype(sd))};

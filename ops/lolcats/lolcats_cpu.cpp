@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/checks.h"
 #include "ops/lolcats/lolcats_common.h"
 
 namespace linattn::lolcats {
@@ -186,11 +187,6 @@ void backward_task(int64_t b, int64_t h, int64_t w, T scale, T gamma, const View
     }
   }
   g.dgamma[b * H + h] = dgamma;
-}
-
-void check_cpu_dtype(const char* op, const at::Tensor& q) {
-  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble, op,
-              ": the CPU kernels take float32 or float64 inputs, got ", q.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cpu(const at::Tensor& q, const at::Tensor& k,

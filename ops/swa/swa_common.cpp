@@ -28,10 +28,6 @@ void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, cons
   check_cu_seqlens(cu_seqlens, q, op);
 }
 
-at::ScalarType state_dtype(const at::Tensor& q) {
-  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 std::tuple<at::Tensor, at::Tensor> alloc_outputs(const at::Tensor& q, const at::Tensor& v) {
   return {at::empty_symint(v.sym_sizes(), q.options()),
           at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2)}, q.options().dtype(state_dtype(q)))};
@@ -39,12 +35,7 @@ std::tuple<at::Tensor, at::Tensor> alloc_outputs(const at::Tensor& q, const at::
 
 Inputs prepare(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                const std::optional<at::Tensor>& cu_seqlens) {
-  Inputs in{q.contiguous(), k.contiguous(), v.contiguous(), at::Tensor()};
-  if (cu_seqlens.has_value()) {
-    value_check_cu_seqlens(*cu_seqlens, q.size(1), op);
-    in.cu_seqlens = cu_seqlens->contiguous();
-  }
-  return in;
+  return {q.contiguous(), k.contiguous(), v.contiguous(), prepare_cu_seqlens(cu_seqlens, q.size(1), op)};
 }
 
 Params make_params(const Inputs& in, int64_t window_size, std::optional<double> scale) {

@@ -13,8 +13,6 @@ namespace linattn::swa {
 void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window_size,
                   const std::optional<at::Tensor>& cu_seqlens);
 
-at::ScalarType state_dtype(const at::Tensor& q);
-
 // (o [B, T, H, V] in q's dtype, lse [B, T, H] in state precision). Symbolic-safe.
 std::tuple<at::Tensor, at::Tensor> alloc_outputs(const at::Tensor& q, const at::Tensor& v);
 

@@ -10,19 +10,14 @@
 #include <limits>
 #include <vector>
 
+#include "core/checks.h"
+#include "core/varlen.h"
 #include "ops/swa/swa_common.h"
 
 namespace linattn::swa {
 namespace {
 
-struct Span {
-  int64_t bos, len;
-};
-
-inline Span sequence(const Params& p, int64_t n) {
-  if (p.cu_seqlens != nullptr) return {p.cu_seqlens[n], p.cu_seqlens[n + 1] - p.cu_seqlens[n]};
-  return {n * p.seqlen, p.seqlen};
-}
+inline Span sequence(const Params& p, int64_t n) { return sequence_span(p.cu_seqlens, p.seqlen, n); }
 
 template <typename T>
 inline const T* at_row(const void* base, int64_t tok, int64_t H, int64_t h, int64_t D) {
@@ -99,11 +94,6 @@ void backward_task(const Params& p, int64_t n, int64_t h) {
       for (int64_t c = 0; c < V; ++c) dvj[c] += pij * doi[c];
     }
   }
-}
-
-void check_cpu_dtype(const char* op, const at::Tensor& q) {
-  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kDouble, op,
-              ": the CPU kernels take float32 or float64 q, k, v, got ", q.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor> forward_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
