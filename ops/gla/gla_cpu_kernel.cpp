@@ -185,17 +185,23 @@ inline void advance_state(Tiles<T>& w, int64_t L, T* S) {
   gemm_tn(K, V, L, T(1), w.ke.data(), K, w.v.data(), V, S, V, true);
 }
 
+// The initial state of one (sequence, head), or zeros.
+template <typename T>
+void load_state(const FwdParams& p, size_t state_off, T* S) {
+  const int64_t KV = p.dim_k * p.dim_v;
+  if (p.h0 != nullptr) {
+    std::copy_n(static_cast<const T*>(p.h0) + state_off, KV, S);
+  } else {
+    std::fill_n(S, KV, T(0));
+  }
+}
+
 template <typename T>
 void forward_task(const FwdParams& p, int64_t n, int64_t h, Tiles<T>& w, std::vector<T>& S) {
   const int64_t K = p.dim_k, V = p.dim_v;
   const Span seq = sequence(p, n);
   const size_t state_off = static_cast<size_t>((n * p.heads + h) * K * V);
-  if (p.h0 != nullptr) {
-    const T* h0 = static_cast<const T*>(p.h0) + state_off;
-    std::copy(h0, h0 + K * V, S.begin());
-  } else {
-    std::fill(S.begin(), S.end(), T(0));
-  }
+  load_state(p, state_off, S.data());
   const T scale = static_cast<T>(p.scale);
   for (int64_t c0 = 0; c0 < seq.len; c0 += kChunk) {
     const int64_t L = std::min(kChunk, seq.len - c0);
@@ -229,12 +235,7 @@ void backward_task(const BwdParams& p, int64_t n, int64_t h, Tiles<T>& w, std::v
 
   // Recompute the state entering every chunk; states[nchunks] is the final state.
   T* S = states.data();
-  if (p.h0 != nullptr) {
-    const T* h0 = static_cast<const T*>(p.h0) + state_off;
-    std::copy(h0, h0 + K * V, S);
-  } else {
-    std::fill(S, S + K * V, T(0));
-  }
+  load_state(p, state_off, S);
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t L = std::min(kChunk, seq.len - c * kChunk);
     const int64_t t0 = seq.bos + c * kChunk;
@@ -334,12 +335,7 @@ void recurrent_task(const FwdParams& p, int64_t n, int64_t h, std::vector<T>& S,
   const int64_t K = p.dim_k, V = p.dim_v;
   const Span seq = sequence(p, n);
   const size_t state_off = static_cast<size_t>((n * p.heads + h) * K * V);
-  if (p.h0 != nullptr) {
-    const T* h0 = static_cast<const T*>(p.h0) + state_off;
-    std::copy(h0, h0 + K * V, S.begin());
-  } else {
-    std::fill(S.begin(), S.end(), T(0));
-  }
+  load_state(p, state_off, S.data());
   const T scale = static_cast<T>(p.scale);
   for (int64_t t = 0; t < seq.len; ++t) {
     const int64_t tok = seq.bos + t;
