@@ -8,7 +8,8 @@ PY=${PYTHON:-python3}
 if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "torch==${LINATTN_TORCH_VERSION:-2.13.0}"
 fi
-"$PY" -m pip install -q numpy pytest setuptools wheel
+# transformers, peft, safetensors and tqdm are for linattn.linearize (the ops themselves need torch only).
+"$PY" -m pip install -q numpy pytest setuptools wheel "transformers>=4.56" "peft>=0.13" safetensors tqdm
 export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 "$PY" -m pip install -q --no-build-isolation .
 "$PY" -c "import linattn, torch; print(f'linattn {linattn.__version__} installed (torch {torch.__version__}, CUDA kernels: {linattn.has_cuda_kernels()})')"

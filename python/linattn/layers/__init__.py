@@ -1,6 +1,9 @@
 """nn.Module layers built on the linattn ops."""
 from .delta_net import DeltaNet, GatedDeltaNet
+from .cache import StateCache
 from .gla import GatedLinearAttention, GatedRMSNorm, LightningAttention, SimpleGatedLinearAttention
+from .liger import LigerAttention
+from .lolcats import LolcatsAttention
 
-__all__ = ["DeltaNet", "GatedDeltaNet", "GatedLinearAttention", "GatedRMSNorm", "LightningAttention",
+__all__ = ["LigerAttention", "LolcatsAttention", "StateCache", "DeltaNet", "GatedDeltaNet", "GatedLinearAttention", "GatedRMSNorm", "LightningAttention",
            "SimpleGatedLinearAttention"]
