@@ -52,6 +52,52 @@ def run_layer(name, layer, device, dtype, B, T, hidden):
     return grad_ok
 
 
+def run_linearize(device, steps):
+    """Linearizes a small randomly initialised Llama with both methods, then checks cached generation against
+    greedy decoding by full recomputation."""
+    try:
+        import transformers
+        import linattn.linearize as L
+    except ImportError as e:
+        print(f"linearize: skipped ({e}; pip install transformers peft)")
+        return True
+    if device.type == "cuda" and not torch._C._dispatch_has_kernel_for_dispatch_key(
+            "linattn::_lolcats_attention_forward", "CUDA"):
+        print("  (sliding-window and LoLCATs CUDA kernels are not written yet: linearizing on the CPU)")
+        device = torch.device("cpu")
+    cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    data = torch.randint(0, 256, (8, 128))
+    ok = True
+    for kind in ("lolcats", "liger"):
+        model = transformers.LlamaForCausalLM(cfg).to(device)
+        model.generation_config.eos_token_id = None
+        t0 = time.perf_counter()
+        if kind == "lolcats":
+            model, hist = L.lolcats(model, data, window_size=16, stage1_steps=steps, stage2_steps=steps // 4,
+                                    batch_size=2, progress=False)
+            mse = hist["attention_transfer"]
+            what = f"attention-transfer MSE {mse[0]:.3g} -> {mse[-1]:.3g}, "
+        else:
+            model, hist = L.liger(model, data, window_size=16, steps=steps // 4, batch_size=2, progress=False)
+            what = ""
+        loss = hist["finetune"]
+        secs = time.perf_counter() - t0
+        model.eval()
+        prompt = data[:2, :20].to(device)
+        with torch.no_grad():
+            out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False,
+                                 pad_token_id=0)
+            x = prompt
+            for _ in range(12):
+                x = torch.cat([x, model(x).logits[:, -1].argmax(-1, keepdim=True)], 1)
+        same = torch.equal(out, x)
+        ok &= same
+        print(f"  linearize.{kind:<8} {secs:6.1f} s  {what}LoRA loss {loss[0]:.3g} -> {loss[-1]:.3g}  "
+              f"cached generate == recompute: {same}")
+    return ok
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
@@ -59,6 +105,7 @@ def main(argv=None):
     parser.add_argument("--seqlen", type=int, default=256)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--linearize-steps", type=int, default=40, help="attention-transfer steps (0: skip)")
     args = parser.parse_args(argv)
 
     use_cuda = torch.cuda.is_available() and linattn.has_cuda_kernels()
@@ -85,7 +132,10 @@ def main(argv=None):
             continue
         print(name)
         ok &= run_layer(name.split(" ")[0], layer, device, dtype, args.batch, args.seqlen, args.hidden)
-    print("done" if ok else "FAILED: non-finite gradients")
+    if args.linearize_steps > 0:
+        print("Linearizing a small random Llama (LolcatsAttention, LigerAttention, linattn.linearize)")
+        ok &= run_linearize(device, args.linearize_steps)
+    print("done" if ok else "FAILED")
     return 0 if ok else 1
 
 

@@ -1,6 +1,7 @@
 """The training loops of the linearization workflow: attention transfer (stage 1) and next-token fine-tuning
 with LoRA (stage 2)."""
 import itertools
+import warnings
 from typing import Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
@@ -100,7 +101,10 @@ def add_lora(model: nn.Module, r: int = 8, alpha: Optional[int] = None,
         raise ImportError("LoRA fine-tuning needs peft: pip install peft") from e
     config = LoraConfig(r=r, lora_alpha=2 * r if alpha is None else alpha, target_modules=list(targets),
                         lora_dropout=dropout, bias="none")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft calls a transformers method that transformers has deprecated; nothing for the user to change.
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, config)
 
 
 def finetune(model: nn.Module, data: Data, steps: int, lr: float = 1e-4, batch_size: int = 1,
