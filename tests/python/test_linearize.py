@@ -200,3 +200,23 @@ def test_bad_input():
         next(L.batches(torch.zeros(4, dtype=torch.long)))
     with pytest.raises(ValueError, match="needs position_embeddings"):
         lol.model.layers[0].self_attn(torch.randn(1, 3, 48, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("kind", ["lolcats", "liger"])
+def test_layer_compiles_without_graph_breaks(kind):
+    model = tiny(dtype=torch.float32)
+    attn = L.ATTENTION_CLASSES[kind](model.model.layers[0].self_attn, window_size=8)
+    x = torch.randn(2, 37, 48)
+    cos, sin = model.model.rotary_emb(x, torch.arange(37).unsqueeze(0))
+
+    def f(x):
+        return attn(x, (cos, sin))[0]
+
+    xs = [x.clone().requires_grad_() for _ in range(2)]
+    eager = f(xs[0])
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")(xs[1])
+    assert_close(compiled, eager, atol=1e-6, rtol=1e-6)
+    w = torch.randn_like(eager)
+    (eager * w).sum().backward()
+    (compiled * w).sum().backward()
+    assert_close(xs[1].grad, xs[0].grad, atol=1e-5, rtol=1e-5)
