@@ -220,3 +220,19 @@ def test_layer_compiles_without_graph_breaks(kind):
     (eager * w).sum().backward()
     (compiled * w).sum().backward()
     assert_close(xs[1].grad, xs[0].grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attn_impl", ["sdpa", "eager"])
+def test_left_padding_is_refused_and_right_padding_is_harmless(attn_impl):
+    model = tiny()
+    model.config._attn_implementation = attn_impl
+    model = L.convert(model, "lolcats", window_size=4)
+    ids = torch.randint(1, VOCAB, (2, 9))
+    right = torch.ones_like(ids)
+    right[0, 6:] = 0
+    out = model(ids, attention_mask=right).logits
+    assert_close(out[0, :6], model(ids[:1, :6]).logits[0], atol=1e-10, rtol=1e-10)
+    left = torch.ones_like(ids)
+    left[1, :2] = 0
+    with pytest.raises(ValueError, match="left padding"):
+        model(ids, attention_mask=left)

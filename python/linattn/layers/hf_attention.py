@@ -66,5 +66,20 @@ class ConvertedAttention(nn.Module):
         cos, sin = position_embeddings
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
+    def check_mask(self, attention_mask) -> None:
+        """Linear attention has no mask: refuse padding that is not at the end of the sequences (left padding),
+        since pad tokens would flow into the state. Transformers passes None when there is no padding."""
+        if not isinstance(attention_mask, torch.Tensor) or attention_mask.dim() != 4 or attention_mask.numel() == 0:
+            return
+        if torch.compiler.is_compiling():
+            return
+        last = attention_mask[:, :, -1, :]
+        attend = last if last.dtype == torch.bool else last >= 0
+        # Right padding shows as masked keys after the last token: harmless for the tokens before it.
+        if bool((~attend[..., :-1] & attend[..., 1:]).any()):
+            raise ValueError(f"{type(self).__name__}: the attention mask pads the start of a sequence (left "
+                             "padding); linear attention would read the pad tokens. Pass unpadded or right-padded "
+                             "inputs (generate one prompt at a time, or prompts of equal length).")
+
     def finish(self, o: torch.Tensor) -> torch.Tensor:
         return self.o_proj(o.reshape(*o.shape[:2], -1))

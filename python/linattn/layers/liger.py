@@ -17,7 +17,7 @@ class LigerAttention(ConvertedAttention):
     variant "gla" (default): the gate keeps the key dim (one decay per key channel). variant "pooled": the key
     is average-pooled to one value per head (a scalar decay per head and step, as simple GLA / lightning
     attention), broadcast over the key channels. Key/value heads are repeated to the query heads, as the
-    original does. Sequences are taken as unpadded. Pass `past_key_values` (a transformers Cache or
+    original does. Left padding is refused (no mask). Pass `past_key_values` (a transformers Cache or
     linattn.layers.StateCache) to decode: the cache keeps the last window_size-1 rotated keys and values and
     the GLA state, so decoding equals the full forward.
     """
@@ -37,6 +37,7 @@ class LigerAttention(ConvertedAttention):
                 f"variant={self.variant}, window_size={self.window_size}")
 
     def forward(self, hidden_states, position_embeddings=None, attention_mask=None, past_key_values=None, **kwargs):
+        self.check_mask(attention_mask)
         q, k, v = self.project(hidden_states)
         q_rot, k_rot = self.rotary(q, k, position_embeddings)
         k, v, k_rot = self.repeat_kv(k), self.repeat_kv(v), self.repeat_kv(k_rot)

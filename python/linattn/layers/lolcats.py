@@ -20,8 +20,8 @@ class LolcatsAttention(ConvertedAttention):
     With `attention_transfer = True` the layer returns the softmax teacher's output (so the next layer is fed
     the teacher's inputs) and leaves the MSE between the hybrid and the teacher in `transfer_loss`.
 
-    Sequences are taken as unpadded (right padding is harmless for causal attention; left padding is not
-    masked). Pass `past_key_values` (a transformers Cache or linattn.layers.StateCache) to decode.
+    Right padding is harmless for causal attention; left padding is refused with an error (no mask).
+    Pass `past_key_values` (a transformers Cache or linattn.layers.StateCache) to decode.
     """
 
     def __init__(self, base: nn.Module, feature_dim: Optional[int] = None, window_size: int = 64,
@@ -49,6 +49,7 @@ class LolcatsAttention(ConvertedAttention):
 
     def forward(self, hidden_states: torch.Tensor, position_embeddings=None, attention_mask=None,
                 past_key_values=None, **kwargs):
+        self.check_mask(attention_mask)
         q, k, v = self.project(hidden_states)
         q, k = self.rotary(q, k, position_embeddings)
         k, v = self.repeat_kv(k), self.repeat_kv(v)
