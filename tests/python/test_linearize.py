@@ -156,6 +156,11 @@ def test_liger_workflow_keeps_parameter_count_and_fine_tunes(tmp_path):
     reloaded = L.load(str(tmp_path)).eval()
     assert isinstance(reloaded.model.layers[1].self_attn, LigerAttention)
     assert_close(reloaded(data[:1]).logits, model.eval()(data[:1]).logits, atol=0, rtol=0)
+    # No added parameters: the folder is a plain checkpoint of the original architecture.
+    plain, info = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path), output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    half = L.load(str(tmp_path), dtype=torch.bfloat16)
+    assert half.model.layers[0].self_attn.q_proj.weight.dtype == torch.bfloat16
 
 
 def test_command_line(tmp_path):
