@@ -241,3 +241,18 @@ def test_left_padding_is_refused_and_right_padding_is_harmless(attn_impl):
     left[1, :2] = 0
     with pytest.raises(ValueError, match="left padding"):
         model(ids, attention_mask=left)
+
+
+@pytest.mark.parametrize("kind", ["lolcats", "liger"])
+def test_half_precision_model_on_cpu_computes_attention_in_float32(kind):
+    model = tiny(dtype=torch.float32)
+    ids = torch.randint(0, VOCAB, (2, 15))
+    ref = L.convert(clone(model), kind, window_size=4)(ids).logits
+    half = L.convert(clone(model).to(torch.bfloat16), kind, window_size=4)
+    out = half(ids).logits
+    assert out.dtype == torch.bfloat16
+    # bf16 weights and activations elsewhere in the model: compare at bf16 resolution.
+    assert_close(out.float(), ref, atol=0.1, rtol=0.05)
+    pre = half(ids[:, :9], use_cache=True)
+    step = half(ids[:, 9:], past_key_values=pre.past_key_values, use_cache=True).logits
+    assert_close(step.float(), out[:, 9:].float(), atol=2e-2, rtol=2e-2)

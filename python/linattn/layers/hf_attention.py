@@ -66,6 +66,13 @@ class ConvertedAttention(nn.Module):
         cos, sin = position_embeddings
         return apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
 
+    @staticmethod
+    def upcast(*xs: torch.Tensor):
+        """The CPU kernels take float32/float64: half-precision models compute the attention in float32 there."""
+        if xs[0].device.type == "cpu" and xs[0].dtype in (torch.float16, torch.bfloat16):
+            return tuple(x.float() for x in xs)
+        return xs
+
     def check_mask(self, attention_mask) -> None:
         """Linear attention has no mask: refuse padding that is not at the end of the sequences (left padding),
         since pad tokens would flow into the state. Transformers passes None when there is no padding."""
@@ -82,4 +89,4 @@ class ConvertedAttention(nn.Module):
                              "inputs (generate one prompt at a time, or prompts of equal length).")
 
     def finish(self, o: torch.Tensor) -> torch.Tensor:
-        return self.o_proj(o.reshape(*o.shape[:2], -1))
+        return self.o_proj(o.reshape(*o.shape[:2], -1).to(self.o_proj.weight.dtype))

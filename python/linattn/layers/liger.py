@@ -40,7 +40,7 @@ class LigerAttention(ConvertedAttention):
         self.check_mask(attention_mask)
         q, k, v = self.project(hidden_states)
         q_rot, k_rot = self.rotary(q, k, position_embeddings)
-        k, v, k_rot = self.repeat_kv(k), self.repeat_kv(v), self.repeat_kv(k_rot)
+        q, k, v, q_rot, k_rot = self.upcast(q, self.repeat_kv(k), self.repeat_kv(v), q_rot, self.repeat_kv(k_rot))
         g = liger_gate(k, 1 if self.variant == "pooled" else None, self.gate_divisor).expand_as(k)
         args = (q, k, v, g, q_rot, k_rot)
         mix = dict(window_size=self.window_size, softmax_weight=self.softmax_weight, linear_weight=self.linear_weight)

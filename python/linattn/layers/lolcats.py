@@ -52,22 +52,22 @@ class LolcatsAttention(ConvertedAttention):
         self.check_mask(attention_mask)
         q, k, v = self.project(hidden_states)
         q, k = self.rotary(q, k, position_embeddings)
-        k, v = self.repeat_kv(k), self.repeat_kv(v)
-        fq = hedgehog_feature_map(q, self.feature_map_q)
-        fk = hedgehog_feature_map(k, self.feature_map_k)
-        w, scale = self.window_size, self.scaling
+        q, k, v = self.upcast(q, self.repeat_kv(k), self.repeat_kv(v))
+        fq = hedgehog_feature_map(q, self.feature_map_q.to(q.dtype))
+        fk = hedgehog_feature_map(k, self.feature_map_k.to(q.dtype))
+        w, scale, wf = self.window_size, self.scaling, self.window_factor.to(q.dtype)
         if self.attention_transfer:
             with torch.no_grad():
                 teacher = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
                                                          is_causal=True, scale=scale).transpose(1, 2)
-            student = lolcats_attention(q, k, v, fq, fk, self.window_factor, w, scale)
+            student = lolcats_attention(q, k, v, fq, fk, wf, w, scale)
             self.transfer_loss = F.mse_loss(student.float(), teacher.float())
             return self.finish(teacher), None
         if past_key_values is None:
-            return self.finish(lolcats_attention(q, k, v, fq, fk, self.window_factor, w, scale)), None
+            return self.finish(lolcats_attention(q, k, v, fq, fk, wf, w, scale)), None
         state = get_state(past_key_values, self.layer_idx)
         if state is None:
-            o = lolcats_attention(q, k, v, fq, fk, self.window_factor, w, scale)
+            o = lolcats_attention(q, k, v, fq, fk, wf, w, scale)
             state = lolcats_prefill_state(k, v, fk, w)
         else:
             o, state = lolcats_decode(q, k, v, fq, fk, self.window_factor, state, w, scale)
