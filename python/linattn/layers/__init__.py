@@ -4,6 +4,7 @@ from .cache import StateCache
 from .gla import GatedLinearAttention, GatedRMSNorm, LightningAttention, SimpleGatedLinearAttention
 from .liger import LigerAttention
 from .lolcats import LolcatsAttention
+from .mom import MomAttention
 
 __all__ = ["LigerAttention", "LolcatsAttention", "StateCache", "DeltaNet", "GatedDeltaNet", "GatedLinearAttention", "GatedRMSNorm", "LightningAttention",
-           "SimpleGatedLinearAttention"]
+           "SimpleGatedLinearAttention", "MomAttention"]
