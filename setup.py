@@ -14,7 +14,7 @@ import glob
 import os
 import shutil
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from torch.utils import cpp_extension
 import torch
 
@@ -99,7 +99,7 @@ def extension():
 
 setup(
     package_dir={"": "python"},
-    packages=["linattn", "linattn.ops", "linattn.reference", "linattn.layers"],
+    packages=find_packages("python"),
     package_data={"linattn": ["lib/*.so", "include/linattn/*.h", "share/cmake/linattn/*.cmake"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExt.with_options(use_ninja=True)},
