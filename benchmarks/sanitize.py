@@ -1,9 +1,43 @@
-"""Small CUDA workload for compute-sanitizer (memcheck / racecheck / synccheck): every GLA op forward and
-backward at odd sizes, varlen with empty sequences, initial states, fp32/fp16/bf16."""
+"""Small CUDA workload for compute-sanitizer (memcheck / racecheck / synccheck): every GLA, delta-rule,
+sliding-window and LoLCATs op forward and backward at odd sizes, varlen with empty sequences, initial states,
+grouped value heads, windows shorter and longer than a tile, fp32/fp16/bf16."""
 import torch
 import torch.nn.functional as F
 
 import linattn
+
+
+def delta_rule_workload(dev, dtype):
+    cases = (((1, 70, 2, 4, 60, 100), None), ((2, 33, 1, 1, 256, 32), None), ((1, 1, 3, 3, 7, 5), None),
+             ((1, 130, 2, 2, 100, 60), torch.tensor([0, 0, 65, 66, 130], device=dev)))
+    for (B, T, H, HV, K, V), cu in cases:
+        q, k = (torch.randn(B, T, H, K, device=dev, dtype=dtype).requires_grad_() for _ in range(2))
+        v = torch.randn(B, T, HV, V, device=dev, dtype=dtype).requires_grad_()
+        beta = torch.rand(B, T, HV, device=dev, dtype=dtype).requires_grad_()
+        g = F.logsigmoid(torch.randn(B, T, HV, device=dev)).to(dtype).requires_grad_()
+        N = B if cu is None else cu.numel() - 1
+        h0 = torch.randn(N, HV, K, V, device=dev).requires_grad_()
+        kw = dict(initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=True, cu_seqlens=cu)
+        for out in (linattn.chunk_delta_rule(q, k, v, beta, **kw),
+                    linattn.fused_recurrent_delta_rule(q, k, v, beta, **kw),
+                    linattn.chunk_gated_delta_rule(q, k, v, g, beta, **kw),
+                    linattn.fused_recurrent_gated_delta_rule(q, k, v, g, beta, **kw)):
+            (out[0].float().sum() + out[1].sum()).backward()
+
+
+def window_workload(dev, dtype):
+    for (B, T, H, D, V, Fd), w in (((1, 70, 2, 60, 100, 7), 17), ((2, 33, 1, 256, 32, 256), 64),
+                                   ((1, 1, 3, 7, 5, 3), 4), ((1, 200, 1, 32, 48, 16), 1), ((1, 150, 2, 16, 8, 4), 300)):
+        q, k = (torch.randn(B, T, H, D, device=dev, dtype=dtype).requires_grad_() for _ in range(2))
+        v = torch.randn(B, T, H, V, device=dev, dtype=dtype).requires_grad_()
+        fq, fk = (F.softmax(torch.randn(B, T, H, Fd, device=dev), -1).to(dtype).requires_grad_() for _ in range(2))
+        wf = torch.randn(H, device=dev, dtype=dtype).requires_grad_()
+        linattn.sliding_window_attention(q, k, v, w).float().sum().backward()
+        linattn.lolcats_attention(q, k, v, fq, fk, wf, w).float().sum().backward()
+    cu = torch.tensor([0, 0, 65, 66, 130], device=dev)
+    q, k = (torch.randn(1, 130, 2, 40, device=dev, dtype=dtype).requires_grad_() for _ in range(2))
+    v = torch.randn(1, 130, 2, 24, device=dev, dtype=dtype).requires_grad_()
+    linattn.sliding_window_attention(q, k, v, 33, cu_seqlens=cu).float().sum().backward()
 
 
 def main():
@@ -27,6 +61,8 @@ def main():
         g = F.logsigmoid(torch.randn(1, 130, 2, 100, device=dev)).to(dtype).requires_grad_()
         o, ht = linattn.chunk_gla(q, k, v, g, output_final_state=True, cu_seqlens=cu)
         (o.float().sum() + ht.sum()).backward()
+        delta_rule_workload(dev, dtype)
+        window_workload(dev, dtype)
     torch.cuda.synchronize()
     print("sanitize workload done")
 

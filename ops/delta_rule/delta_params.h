@@ -1,5 +1,5 @@
 #pragma once
-// Torch-free description of one (gated) delta-rule call, shared by the CPU (and future CUDA) kernels.
+// Torch-free description of one (gated) delta-rule call, shared by the CPU and CUDA kernels.
 // Token-major layout as in ops/gla/gla_params.h. q and k have H heads; v, o, beta, g and the states have HV
 // value heads, HV a multiple of H: value head hv reads q/k head hv / (HV / H).
 #include <cstdint>
@@ -30,8 +30,9 @@ struct FwdParams {
 struct BwdParams : FwdParams {
   const void* do_ = nullptr;  // [B*T, HV, V] gradient of o (input dtype)
   const void* dht = nullptr;  // [N, HV, K, V] gradient of the final state, nullptr for zeros
-  void* dq = nullptr;         // [B*T, HV, K] per value head (input dtype); the caller sums each group
-  void* dk = nullptr;         // [B*T, HV, K] per value head (input dtype)
+  void* dq = nullptr;         // CPU: [B*T, HV, K] per value head, the caller sums each group; CUDA: [B*T, H, K],
+                              // summed by the kernels (input dtype)
+  void* dk = nullptr;         // as dq
   void* dv = nullptr;         // [B*T, HV, V] (input dtype)
   void* dbeta = nullptr;      // [B*T, HV] state precision
   void* dg = nullptr;         // [B*T, HV] state precision, nullptr when g is absent

@@ -52,6 +52,11 @@ Params make_params(const Inputs& in, int64_t window_size, std::optional<double> 
   p.dim_v = in.v.size(3);
   p.window = window_size;
   p.scale = scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(p.dim_k));
+  // Contiguous [B, T, H, D] (strides of size-1 dims of a contiguous tensor are arbitrary, so from sizes).
+  p.qk_tok_stride = p.heads * p.dim_k;
+  p.qk_head_stride = p.dim_k;
+  p.v_tok_stride = p.heads * p.dim_v;
+  p.v_head_stride = p.dim_v;
   return p;
 }
 

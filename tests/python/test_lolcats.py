@@ -6,23 +6,11 @@ import torch.nn.functional as F
 
 import linattn
 from helpers import assert_close
+from linattn.reference import lolcats_attention_reference
 
 
 def definition(q, k, v, fq, fk, wf, w, scale=None):
-    """The explicit T x T form, differentiable by autograd."""
-    T, D = q.shape[1], q.shape[-1]
-    scale = D ** -0.5 if scale is None else scale
-    i = torch.arange(T).unsqueeze(1)
-    j = torch.arange(T).unsqueeze(0)
-    win = (j <= i) & (j > i - w)
-    lin = j <= i - w
-    s = torch.einsum("bihd,bjhd->bhij", q, k) * scale
-    m = s.masked_fill(~win, float("-inf")).amax(-1, keepdim=True)
-    e = torch.sigmoid(wf).view(1, -1, 1, 1) * (s - m).exp() * win
-    a = torch.einsum("bihf,bjhf->bhij", fq, fk) * lin
-    num = torch.einsum("bhij,bjhv->bihv", e + a, v)
-    den = (e + a).sum(-1).transpose(1, 2).unsqueeze(-1)
-    return num / den
+    return lolcats_attention_reference(q, k, v, fq, fk, wf, w, scale, dtype=q.dtype)
 
 
 def make(B, T, H, D, V, Fd, dtype=torch.float64):

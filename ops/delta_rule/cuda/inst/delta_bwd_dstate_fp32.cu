@@ -1,0 +1,6 @@
+// Explicit instantiation: backward pass 2 (reverse sweep: dS, dR, dh0), fp32 inputs.
+#include "ops/delta_rule/cuda/delta_bwd_dstate.cuh"
+
+namespace linattn::delta::gpu {
+template void backward_dstates<DType::kFloat32>(const BwdParams&, const BwdWorkspace&, cudaStream_t);
+}  // namespace linattn::delta::gpu

@@ -1,0 +1,6 @@
+// Explicit instantiation: chunked delta-rule forward, bf16 inputs.
+#include "ops/delta_rule/cuda/delta_fwd.cuh"
+
+namespace linattn::delta::gpu {
+template void chunk_forward<DType::kBFloat16>(const FwdParams&, cudaStream_t);
+}  // namespace linattn::delta::gpu

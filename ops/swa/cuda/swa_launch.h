@@ -1,0 +1,32 @@
+#pragma once
+// Torch-free launchers of the sliding-window attention CUDA kernels (fp32 SIMT, fp32 accumulation). The glue
+// (ops/swa/swa_cuda.cpp) checks the arguments, fills the params, allocates the outputs and the backward's
+// workspace and picks the dtype.
+//
+// Every launcher is asynchronous on `stream`, performs no device->host synchronisation and throws
+// std::runtime_error (LINATTN_CUDA_CHECK / LINATTN_CHECK_LAUNCH) on a launch failure.
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "ops/swa/swa_params.h"
+
+namespace linattn::swa::gpu {
+
+// Input dtype of q, k, v, o, do, dq, dk, dv. The log-sum-exp and the workspace are always fp32.
+enum class DType { kFloat32, kFloat16, kBFloat16 };
+
+constexpr int64_t kMaxHeadDim = 256;  // largest K and V the kernels take
+
+// Flash-style forward: o and the per-row log-sum-exp (p.o, p.lse as fp32).
+template <DType D>
+void forward(const Params& p, cudaStream_t stream);
+
+// fp32 elements of the backward's workspace: delta_i = do_i . o_i per (token, head).
+inline int64_t bwd_workspace_elems(const Params& p) { return p.batch * p.seqlen * p.heads; }
+
+// Flash-style backward: dq, dk, dv from q, k, v, o, lse, do (lse recomputes the probabilities).
+template <DType D>
+void backward(const Params& p, float* delta_ws, cudaStream_t stream);
+
+}  // namespace linattn::swa::gpu

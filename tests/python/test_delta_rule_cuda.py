@@ -1,0 +1,202 @@
+"""DeltaNet / gated DeltaNet CUDA kernels against the float64 recurrence and the CPU kernel (skipped without a
+GPU). Tolerances follow the FlashAttention rule: the kernel's error may be at most a few times the error of
+the same recurrence run by PyTorch in the kernel's input precision, plus a small floor."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import linattn
+from linattn.reference import delta_rule_recurrence
+
+pytestmark = pytest.mark.cuda
+
+DEV = "cuda"
+OPS = ["chunk_delta_rule", "fused_recurrent_delta_rule", "chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule"]
+GRAD_NAMES = ["dq", "dk", "dv", "dg", "dbeta", "dh0"]
+
+
+def gated(name):
+    return "gated" in name
+
+
+def make(B, T, H, HV, K, V, l2, N=None):
+    """float32 inputs; without the in-kernel L2 norm the keys are normalised here (the delta rule's regime)."""
+    q = torch.randn(B, T, H, K)
+    k = torch.randn(B, T, H, K)
+    if not l2:
+        k = F.normalize(k, dim=-1)
+    v = torch.randn(B, T, HV, V)
+    beta = torch.rand(B, T, HV)
+    g = F.logsigmoid(torch.randn(B, T, HV) + 2)
+    h0 = torch.randn(B if N is None else N, HV, K, V)
+    return q, k, v, g, beta, h0
+
+
+def run(name, q, k, v, g, beta, **kw):
+    fn = getattr(linattn, name)
+    return fn(q, k, v, g, beta, **kw) if gated(name) else fn(q, k, v, beta, **kw)
+
+
+def ref(name, dtype):
+    def f(q, k, v, g, beta, h0, **kw):
+        return delta_rule_recurrence(q, k, v, beta, g if gated(name) else None, initial_state=h0,
+                                     output_final_state=True, dtype=dtype, **kw)
+    return f
+
+
+def ours(name):
+    def f(q, k, v, g, beta, h0, **kw):
+        return run(name, q, k, v, g, beta, initial_state=h0, output_final_state=True, **kw)
+    return f
+
+
+def grads_of(fn, tensors, do, dht, **kw):
+    ins = [t.detach().clone().requires_grad_() for t in tensors]
+    o, ht = fn(*ins, **kw)
+    ((o.double() * do).sum() + (ht.double() * dht).sum()).backward()
+    return o, ht, [t.grad for t in ins]
+
+
+def check(got, exact, same_prec, name, factor=3.0):
+    base = (same_prec.double().cpu() - exact).abs().max().item()
+    err = (got.double().cpu() - exact).abs().max().item()
+    floor = 1e-5 * exact.abs().max().item() + 1e-6
+    assert err <= factor * base + floor, f"{name}: error {err:.3e}, same-precision reference {base:.3e}"
+
+
+def close(got, want, name, rel=2e-4):
+    err = (got.double().cpu() - want.double()).abs().max().item()
+    scale = want.abs().max().item()
+    assert err <= rel * scale + 1e-6, f"{name}: max error {err:.3e} (max |value| {scale:.3e})"
+
+
+# (B, T, H, HV, K, V): one full chunk, chunk +- 1 with grouped value heads and K != V, K = V = 128 over a chunk
+# boundary, several chunks with odd dims, T = 1, and the largest head dims.
+SHAPES = [(2, 64, 2, 2, 64, 64), (1, 63, 2, 4, 60, 100), (2, 65, 1, 1, 128, 128), (1, 200, 2, 2, 100, 60),
+          (3, 1, 2, 2, 7, 5), (1, 70, 1, 2, 256, 256)]
+
+
+@pytest.mark.parametrize("name", OPS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("l2", [False, True])
+def test_cuda_forward_backward_vs_reference(name, dtype, shape, l2):
+    B, T, H, HV, K, V = shape
+    q, k, v, g, beta, h0 = make(B, T, H, HV, K, V, l2)
+    do = torch.randn(B, T, HV, V, dtype=torch.float64)
+    dht = torch.randn(B, HV, K, V, dtype=torch.float64)
+    cast = [t.to(dtype) for t in (q, k, v, g, beta)] + [h0]
+    kw = dict(use_qk_l2norm_in_kernel=l2)
+
+    cuda_in = [t.to(DEV) for t in cast]
+    o, ht, gr = grads_of(ours(name), cuda_in, do.to(DEV), dht.to(DEV), **kw)
+    assert o.dtype == dtype and o.shape == (B, T, HV, V) and ht.dtype == torch.float32
+    eo, eh, eg = grads_of(ref(name, torch.float64), [t.double() for t in cast], do, dht, **kw)
+    lo, lh, lg = grads_of(ref(name, None), cuda_in, do.to(DEV), dht.to(DEV), **kw)
+    check(o, eo, lo, "o")
+    check(ht, eh, lh, "final_state")
+    for a, b, c, t, label in zip(gr, eg, lg, cast, GRAD_NAMES):
+        if label == "dg" and not gated(name):
+            assert a is None
+            continue
+        assert a.dtype == t.dtype, label
+        check(a, b, c, label, factor=4.0)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_cuda_varlen_grouped_matches_cpu_float64(name):
+    # Empty sequences first, in the middle and a 1-token one; two value heads per q/k head.
+    lens = [0, 65, 1, 130, 0, 17]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    T, H, HV, K, V = sum(lens), 1, 2, 100, 60
+    q, k, v, g, beta, h0 = make(1, T, H, HV, K, V, l2=True, N=len(lens))
+    do = torch.randn(1, T, HV, V, dtype=torch.float64)
+    dht = torch.randn(len(lens), HV, K, V, dtype=torch.float64)
+    kw = dict(use_qk_l2norm_in_kernel=True)
+    inputs = (q, k, v, g, beta, h0)
+    o, ht, gr = grads_of(ours(name), [t.to(DEV) for t in inputs], do.to(DEV), dht.to(DEV), cu_seqlens=cu.to(DEV),
+                         **kw)
+    eo, eh, eg = grads_of(ours(name), [t.double() for t in inputs], do, dht, cu_seqlens=cu, **kw)
+    close(o, eo, "o")
+    close(ht, eh, "final_state")
+    for a, b, label in zip(gr, eg, GRAD_NAMES):
+        if label == "dg" and not gated(name):
+            continue
+        close(a, b, label, rel=5e-4)
+
+
+@pytest.mark.parametrize("pair", [("chunk_delta_rule", "fused_recurrent_delta_rule"),
+                                  ("chunk_gated_delta_rule", "fused_recurrent_gated_delta_rule")])
+def test_cuda_chunked_equals_recurrent_and_cpu(pair):
+    q, k, v, g, beta, h0 = make(2, 300, 2, 4, 24, 20, l2=False)
+    cuda_in = [t.to(DEV) for t in (q, k, v, g, beta)]
+    a = run(pair[0], *cuda_in, initial_state=h0.to(DEV), output_final_state=True)
+    b = run(pair[1], *cuda_in, initial_state=h0.to(DEV), output_final_state=True)
+    c = run(pair[0], q, k, v, g, beta, initial_state=h0, output_final_state=True)  # CPU kernel, float32
+    for x, y, label in ((a[0], b[0], "o"), (a[1], b[1], "final_state"), (a[0], c[0], "o vs CPU"),
+                        (a[1], c[1], "final_state vs CPU")):
+        close(x, y.cpu(), label)
+
+
+@pytest.mark.parametrize("name", ["chunk_delta_rule", "chunk_gated_delta_rule"])
+def test_cuda_hard_case_beta_near_one_unnormalized_keys(name):
+    # Keys of norm ~20 and beta in [0.95, 1), normalised by the in-kernel L2 norm; a long sequence.
+    q, k, v, g, beta, h0 = make(1, 1000, 2, 2, 32, 16, l2=True)
+    k = k * 3.5
+    beta = 0.95 + 0.05 * torch.rand_like(beta)
+    kw = dict(use_qk_l2norm_in_kernel=True)
+    do = torch.randn(1, 1000, 2, 16, dtype=torch.float64)
+    dht = torch.randn(1, 2, 32, 16, dtype=torch.float64)
+    inputs = (q, k, v, g, beta, h0)
+    o, ht, gr = grads_of(ours(name), [t.to(DEV) for t in inputs], do.to(DEV), dht.to(DEV), **kw)
+    for t in [o, ht] + [t for t in gr if t is not None]:
+        assert torch.isfinite(t).all()
+    eo, eh, eg = grads_of(ours(name), [t.double() for t in inputs], do, dht, **kw)
+    close(o, eo, "o", rel=2e-3)
+    close(ht, eh, "final_state", rel=2e-3)
+    for a, b, label in zip(gr, eg, GRAD_NAMES):
+        if a is not None:
+            close(a, b, label, rel=5e-3)
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_cuda_empty_sequence_passes_state_through(name):
+    q, k, v, g, beta, h0 = make(2, 0, 1, 2, 8, 4, l2=False)
+    dht = torch.randn(2, 2, 8, 4, dtype=torch.float64)
+    o, ht, gr = grads_of(ours(name), [t.to(DEV) for t in (q, k, v, g, beta, h0)], torch.zeros(2, 0, 2, 4,
+                         dtype=torch.float64, device=DEV), dht.to(DEV))
+    assert o.shape == (2, 0, 2, 4)
+    close(ht, h0, "final_state", rel=0)
+    close(gr[5], dht, "dh0", rel=0)
+
+
+def test_cuda_opcheck_and_compile():
+    q, k, v, g, beta, h0 = (t.to(DEV) for t in make(1, 80, 2, 4, 32, 48, l2=True))
+    q, k, v, g, beta = (t.to(torch.bfloat16).requires_grad_() for t in (q, k, v, g, beta))
+    ops = torch.ops.linattn
+    torch.library.opcheck(ops.chunk_gated_delta_rule.default, (q, k, v, g, beta),
+                          dict(initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=True))
+    torch.library.opcheck(ops.fused_recurrent_delta_rule.default, (q, k, v, beta), dict(initial_state=h0))
+    torch.library.opcheck(ops._delta_rule_backward.default,
+                          (q.detach(), k.detach(), v.detach(), g.detach(), beta.detach(), torch.randn_like(v),
+                           None, None, h0, None))
+
+    def f(q, k, v, g, beta):
+        return linattn.chunk_gated_delta_rule(q, k, v, g, beta, use_qk_l2norm_in_kernel=True)[0].float().sum()
+
+    compiled = torch.compile(f, fullgraph=True)
+    torch.testing.assert_close(compiled(q, k, v, g, beta), f(q, k, v, g, beta), atol=1e-2, rtol=1e-3)
+
+
+def test_cuda_rejects_float64_large_heads_and_mixed_devices():
+    q, k, v, g, beta, _ = make(1, 8, 1, 1, 4, 4, l2=False)
+    with pytest.raises(RuntimeError, match="float64 is not supported by the CUDA kernels"):
+        linattn.chunk_gated_delta_rule(*(t.double().to(DEV) for t in (q, k, v, g, beta)))
+    with pytest.raises(RuntimeError, match="k is on cpu but q is on cuda"):
+        linattn.chunk_delta_rule(q.to(DEV), k, v.to(DEV), beta.to(DEV))
+    big = torch.randn(1, 8, 1, 300, device=DEV)
+    with pytest.raises(RuntimeError, match="K <= 256"):
+        linattn.chunk_delta_rule(big, big, v.to(DEV), beta.to(DEV))
+    with pytest.raises(RuntimeError, match="V <= 256"):
+        linattn.fused_recurrent_delta_rule(q.to(DEV), k.to(DEV), torch.randn(1, 8, 1, 300, device=DEV),
+                                           beta.to(DEV))
