@@ -21,7 +21,12 @@ void check_indices(const char* op, const at::Tensor& indices, int64_t num_memori
   check_rank(indices, op, "indices", 3, "[B, T, k]");
   TORCH_CHECK(indices.scalar_type() == at::kLong, op, ": indices must be int64, got ", indices.scalar_type());
   TORCH_CHECK(num_memories >= 1, op, ": num_memories must be >= 1, got ", num_memories);
-  if (readable(indices) && indices.numel() > 0) {
+  if (readable(indices) && indices.numel() > 0 && !indices.is_cpu()) {
+    // Reading the values back would stall the host on every call: the device checks them instead (a
+    // failure surfaces as a device-side assertion at the next synchronisation).
+    at::_assert_async(at::logical_and(indices.min() >= 0, indices.max() < num_memories),
+                      "mom: indices out of range [0, num_memories)");
+  } else if (readable(indices) && indices.numel() > 0) {
     const int64_t lo = indices.min().item<int64_t>(), hi = indices.max().item<int64_t>();
     TORCH_CHECK(lo >= 0 && hi < num_memories, op, ": indices must lie in [0, ", num_memories, "), got values in [",
                 lo, ", ", hi, "]");
