@@ -1,0 +1,1 @@
+"""One module per results section; each exposes run(ctx) -> section dict (see report.py)."""
