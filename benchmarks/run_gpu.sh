@@ -14,7 +14,9 @@
 # The two bench steps add their sections to the same benchmarks/results/<date>-<gpu>.{md,json}; the last line
 # of the .md is `geomean speedup vs fla (fwd+bwd): X.XX`. Per-section time budgets: bench_gpu.py --budget.
 #
-# Wheels (the device machine has no network). fla 0.5.2 needs einops; the plot needs matplotlib. On a machine
+# Wheels (the device machine has no network). Its image already holds einops and matplotlib (listed by the
+# device notes, 2026-11), so only the two fla wheels need to travel. fla 0.5.2 needs einops; the plot needs
+# matplotlib. Elsewhere, on a machine
 # with network, for the device's Python version (e.g. 3.12):
 #   pip download flash-linear-attention==0.5.2 einops --no-deps -d wheels/
 #   pip download matplotlib -d wheels/ --only-binary=:all: --python-version 3.12 \
