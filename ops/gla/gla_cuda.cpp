@@ -1,6 +1,7 @@
 // CUDA backend of the GLA ops: float32, float16 and bfloat16 inputs (fp32 gates, states and accumulation).
-// The kernels are torch-free (ops/gla/cuda/); this file checks what they support, picks the dtype, allocates
-// the backward workspaces with the caching allocator and launches on the current stream of q's device
+// The kernels are torch-free (ops/gla/cuda/); this file checks what they support, picks the dtype and the
+// path (fp16 / bf16 chunked forwards with a scalar or no gate run on tensor cores), allocates the workspaces
+// with the caching allocator and launches on the current stream of q's device
 // (c10::cuda::getCurrentCUDAStream, the stream at::cuda::getCurrentCUDAStream returns; c10/cuda headers avoid
 // ATen/cuda/CUDAContext.h, which pulls in cuSPARSE/cuBLAS headers).
 #include <ATen/ATen.h>
@@ -16,6 +17,9 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <cstdlib>
+#include <string>
 
 #include "ops/gla/cuda/gla_launch.h"
 #include "ops/gla/gla_entries.h"
@@ -45,6 +49,24 @@ void check_head_dims(const char* op, int64_t K, int64_t V) {
               ", got V=", V, " (v last dim); split the heads or run on CPU");
 }
 
+// LINATTN_GLA_FORCE_SIMT=1 keeps fp16 / bf16 scalar-gate chunked forwards on the fp32 SIMT kernels, so one
+// GPU session can compare both paths (a subprocess per setting: the variable is read once).
+bool force_simt() {
+  static const bool force = [] {
+    const char* env = std::getenv("LINATTN_GLA_FORCE_SIMT");
+    return env != nullptr && std::string(env) == "1";
+  }();
+  return force;
+}
+
+// Tensor-core forward (scalar or no gate, fp16 / bf16); its fp32 workspace comes from the caching allocator
+// (stream-ordered: freed once the launches are queued, reused safely by later work on this stream).
+template <gpu::DType D>
+void run_chunk_forward_tc(const FwdParams& p, const at::Tensor& q, cudaStream_t stream) {
+  const at::Tensor ws = at::empty({gpu::chunk_forward_tc_workspace_floats(p)}, q.options().dtype(at::kFloat));
+  gpu::chunk_forward_tc<D>(p, ws.data_ptr<float>(), stream);
+}
+
 struct CudaBackend {
   static void check_dtype(const char* op, const at::Tensor& q) {
     const at::ScalarType dt = q.scalar_type();
@@ -64,7 +86,13 @@ struct CudaBackend {
     const c10::cuda::CUDAGuard guard(q.device());
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
     const gpu::DType dt = to_gpu_dtype(dtype);
-    if (algo == Algo::Chunk) {
+    if (algo == Algo::Chunk && gpu::tc_forward_supported(dt, p) && !force_simt()) {
+      if (dt == gpu::DType::kFloat16) {
+        run_chunk_forward_tc<gpu::DType::kFloat16>(p, q, stream);
+      } else {
+        run_chunk_forward_tc<gpu::DType::kBFloat16>(p, q, stream);
+      }
+    } else if (algo == Algo::Chunk) {
       switch (dt) {
         case gpu::DType::kFloat32:
           gpu::chunk_forward<gpu::DType::kFloat32>(p, stream);

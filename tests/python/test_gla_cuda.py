@@ -104,3 +104,134 @@ def test_cuda_rejects_float64_and_mixed_devices():
         linattn.chunk_gla(q.cuda(), k.cuda(), v.cuda(), g.cuda())
     with pytest.raises(RuntimeError, match="k is on cpu but q is on cuda"):
         linattn.chunk_gla(q.float().cuda(), k.float(), v.float().cuda(), g.float().cuda())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tensor-core forward (chunk_simple_gla, fp16 / bf16, scalar gate / g_gamma / no gate). The glue picks it for
+# these inputs; LINATTN_GLA_FORCE_SIMT=1 (read once per process) forces the fp32 SIMT kernels instead.
+
+TC_DTYPES = [torch.float16, torch.bfloat16]
+TC_SHAPES = [(2, 100, 2, 7, 7), (1, 130, 3, 60, 100), (1, 70, 2, 100, 60), (1, 65, 1, 256, 256),
+             (2, 64, 2, 64, 64), (3, 1, 2, 16, 5)]
+TC_GATES = ["g", "g_gamma", "g+g_gamma", "none"]
+
+
+def tc_inputs(B, T, H, K, V, dtype, gate, strong=False):
+    q, k, v, g, h0 = gla_inputs(B, T, H, K, V, dtype=torch.float32, gate="scalar", strong=strong, h0=True)
+    q, k = q / K ** 0.25, k / K ** 0.25
+    kw = {}
+    if "g" in gate.split("+"):
+        kw["g"] = g.to(dtype)
+    if "g_gamma" in gate.split("+"):
+        kw["g_gamma"] = (-0.5 * torch.rand(H)).to(dtype)
+    return [t.to(dtype) for t in (q, k, v)], kw, h0
+
+
+def tc_reference(qkv, kw, h0, cu=None, dtype=torch.float64):
+    q, k, v = qkv if dtype is None else [t.to(dtype) for t in qkv]
+    g, gg = kw.get("g"), kw.get("g_gamma")
+    if dtype is not None:
+        g, gg = (None if t is None else t.to(dtype) for t in (g, gg))
+        h0 = h0.to(dtype)
+    return gla_recurrence(q, k, v, g, gg, initial_state=h0, output_final_state=True, cu_seqlens=cu, dtype=dtype)
+
+
+def tc_run(qkv, kw, h0, cu=None):
+    dev = {n: t.cuda() for n, t in kw.items()}
+    return linattn.chunk_simple_gla(*(t.cuda() for t in qkv), **dev, initial_state=h0.cuda(),
+                                    output_final_state=True, cu_seqlens=None if cu is None else cu.cuda())
+
+
+def tc_check(qkv, kw, h0, cu=None):
+    o, ht = tc_run(qkv, kw, h0, cu)
+    eo, eh = tc_reference(qkv, kw, h0, cu)
+    lo, lh = tc_reference([t.cuda() for t in qkv], {n: t.cuda() for n, t in kw.items()}, h0.cuda(),
+                          None if cu is None else cu.cuda(), dtype=None)
+    assert torch.isfinite(o).all() and torch.isfinite(ht).all()
+    check(o.cpu(), eo, lo.cpu(), "o")
+    check(ht.cpu(), eh, lh.cpu(), "final_state")
+    return o, ht
+
+
+@pytest.mark.parametrize("gate", TC_GATES)
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("shape", TC_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cuda_tc_simple_gla_forward_vs_reference(shape, dtype, gate):
+    qkv, kw, h0 = tc_inputs(*shape, dtype, gate)
+    tc_check(qkv, kw, h0)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_simple_gla_varlen_empty_sequences(dtype):
+    lens = [0, 65, 1, 130, 0, 17, 64]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    qkv, kw, _ = tc_inputs(1, sum(lens), 2, 100, 60, dtype, "g+g_gamma")
+    h0 = torch.randn(len(lens), 2, 100, 60)
+    _, ht = tc_check(qkv, kw, h0, cu)
+    for n in (0, 4):  # empty sequences pass their initial state through
+        torch.testing.assert_close(ht[n].cpu(), h0[n], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_simple_gla_strong_decay(dtype):
+    # log gates down to -20 per token: in-chunk decays down to e^{-1280}; the masked upper triangle must not
+    # overflow, and the state must be forgotten almost at once.
+    qkv, kw, h0 = tc_inputs(2, 300, 2, 64, 60, dtype, "g", strong=True)
+    assert kw["g"].min() <= -15
+    tc_check(qkv, kw, h0)
+
+
+def test_cuda_tc_fp16_states_beyond_fp16_range():
+    # No decay and large values: states above 65504 would overflow fp16 if S_c were converted unscaled.
+    B, T, H, K, V = 1, 300, 1, 16, 16
+    q = (0.01 * torch.randn(B, T, H, K)).half()
+    k, v = (60 * torch.randn(B, T, H, K)).half(), (60 * torch.randn(B, T, H, V)).half()
+    h0 = torch.zeros(B, H, K, V)
+    o, ht = tc_run([q, k, v], {}, h0)
+    eo, eh = tc_reference([q, k, v], {}, h0)
+    assert eh.abs().max() > 65504
+    assert torch.isfinite(o).all()
+    torch.testing.assert_close(o.cpu().double(), eo, atol=1e-2 * eo.abs().max().item(), rtol=0)
+    torch.testing.assert_close(ht.cpu().double(), eh, atol=1e-4 * eh.abs().max().item(), rtol=0)
+
+
+_SIMT_SCRIPT = """
+import sys, torch, linattn
+x = torch.load(sys.argv[1])
+out = []
+for qkv, kw, h0, cu in x:
+    o, ht = linattn.chunk_simple_gla(*(t.cuda() for t in qkv), **{n: t.cuda() for n, t in kw.items()},
+                                     initial_state=h0.cuda(), output_final_state=True,
+                                     cu_seqlens=None if cu is None else cu.cuda())
+    out.append((o.cpu(), ht.cpu()))
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_cuda_tc_forward_matches_simt_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+    lens = [0, 70, 1, 129]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    cases = []
+    for dtype in TC_DTYPES:
+        for shape, gate in (((2, 130, 2, 60, 100), "g"), ((1, 65, 1, 256, 7), "g_gamma"), ((1, 77, 2, 7, 256), "none")):
+            qkv, kw, h0 = tc_inputs(*shape, dtype, gate)
+            cases.append((qkv, kw, h0, None))
+        qkv, kw, _ = tc_inputs(1, sum(lens), 2, 33, 40, dtype, "g+g_gamma")
+        cases.append((qkv, kw, torch.randn(len(lens), 2, 33, 40), cu))
+    torch.save(cases, tmp_path / "in.pt")
+    env = dict(os.environ, LINATTN_GLA_FORCE_SIMT="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run([sys.executable, "-c", _SIMT_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True, timeout=600)
+    simt = torch.load(tmp_path / "out.pt")
+    for (qkv, kw, h0, cu), (o_simt, ht_simt) in zip(cases, simt):
+        o, ht = (t.cpu() for t in tc_run(qkv, kw, h0, cu))
+        assert not torch.equal(o, o_simt), "LINATTN_GLA_FORCE_SIMT=1 did not switch the path"
+        eo, eh = tc_reference(qkv, kw, h0, cu)
+        lo, lh = (t.cpu() for t in tc_reference([t.cuda() for t in qkv], {n: t.cuda() for n, t in kw.items()},
+                                                 h0.cuda(), None if cu is None else cu.cuda(), dtype=None))
+        for got, other, exact, same_prec, name in ((o, o_simt, eo, lo, "o"), (ht, ht_simt, eh, lh, "final_state")):
+            check(other, exact, same_prec, name + " (SIMT)")
+            check(got, other.double(), same_prec, name + " (tensor cores vs SIMT)")

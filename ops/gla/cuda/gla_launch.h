@@ -1,6 +1,7 @@
 #pragma once
-// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, fp32 accumulation). The glue
-// (ops/gla/gla_cuda.cpp) fills the params, allocates the backward workspaces and picks the dtype.
+// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, plus a tensor-core forward for scalar gates;
+// fp32 accumulation everywhere). The glue (ops/gla/gla_cuda.cpp) fills the params, allocates the
+// workspaces and picks the dtype and the path.
 //
 // Every launcher is asynchronous on `stream`, performs no device->host synchronisation and throws
 // std::runtime_error (LINATTN_CUDA_CHECK) on a launch failure.
@@ -48,6 +49,24 @@ inline BwdWorkspaceSizes bwd_workspace_sizes(const BwdParams& p) {
 // Chunked forward (chunk_gla / chunk_simple_gla): o and, when p.ht is set, the final state.
 template <DType D>
 void chunk_forward(const FwdParams& p, cudaStream_t stream);
+
+// Tensor-core chunked forward (ops/gla/cuda/gla_fwd_tc.cuh) for fp16 / bf16 inputs and a scalar gate per
+// (token, head), a per-head constant or no gate (p.g_k_stride == 0). Same outputs as chunk_forward.
+constexpr int64_t kTcTileK = 64;  // key rows per state tile
+constexpr int64_t kTcTileV = 64;  // value columns per state / output tile
+
+inline bool tc_forward_supported(DType d, const FwdParams& p) { return d != DType::kFloat32 && p.g_k_stride == 0; }
+
+// fp32 workspace of chunk_forward_tc, allocated by the caller: the state entering every chunk,
+// [slots, H, K, V] (the layout of BwdWorkspace::states), then max |state| per (slot, head, K tile, V tile)
+// (fp16 keeps each state tile in range with it).
+inline int64_t chunk_forward_tc_workspace_floats(const FwdParams& p) {
+  const int64_t tiles = ((p.dim_k + kTcTileK - 1) / kTcTileK) * ((p.dim_v + kTcTileV - 1) / kTcTileV);
+  return num_state_slots(p) * p.heads * (p.dim_k * p.dim_v + tiles);
+}
+
+template <DType D>
+void chunk_forward_tc(const FwdParams& p, float* workspace, cudaStream_t stream);
 
 // Step-by-step recurrence (fused_recurrent_*), meant for decoding: reads h0 once, writes ht once.
 template <DType D>
