@@ -1,6 +1,7 @@
 """Small CUDA workload for compute-sanitizer (memcheck / racecheck / synccheck): every GLA, delta-rule,
 sliding-window and LoLCATs op forward and backward at odd sizes, varlen with empty sequences, initial states,
-grouped value heads, windows shorter and longer than a tile, fp32/fp16/bf16."""
+grouped value heads, windows shorter and longer than a tile, fp32/fp16/bf16, and the tensor-core chunk_simple_gla
+forward (fp16/bf16)."""
 import torch
 import torch.nn.functional as F
 
@@ -40,6 +41,22 @@ def window_workload(dev, dtype):
     linattn.sliding_window_attention(q, k, v, 33, cu_seqlens=cu).float().sum().backward()
 
 
+def tensor_core_gla_workload(dev, dtype):
+    """chunk_simple_gla forward in half precision takes the tensor-core path (the backward stays SIMT)."""
+    if dtype == torch.float32:
+        return
+    cu = torch.tensor([0, 65, 66, 196, 196, 213], device=dev)
+    cases = (((1, 213, 2, 100, 60), cu, True), ((1, 70, 1, 256, 256), None, False), ((2, 1, 1, 7, 7), None, True))
+    for (B, T, H, K, V), cu_seqlens, gated in cases:
+        q, k = (torch.randn(B, T, H, K, device=dev, dtype=dtype) / K ** 0.25 for _ in range(2))
+        v = torch.randn(B, T, H, V, device=dev, dtype=dtype)
+        g = F.logsigmoid(torch.randn(B, T, H, device=dev)).to(dtype) if gated else None
+        gamma = torch.full((H,), -0.05, device=dev) if gated else None
+        N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        h0 = torch.randn(N, H, K, V, device=dev)
+        linattn.chunk_simple_gla(q, k, v, g, gamma, initial_state=h0, output_final_state=True, cu_seqlens=cu_seqlens)
+
+
 def main():
     dev = "cuda"
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
@@ -63,6 +80,7 @@ def main():
         (o.float().sum() + ht.sum()).backward()
         delta_rule_workload(dev, dtype)
         window_workload(dev, dtype)
+        tensor_core_gla_workload(dev, dtype)
     torch.cuda.synchronize()
     print("sanitize workload done")
 
