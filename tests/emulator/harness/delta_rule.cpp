@@ -1,0 +1,128 @@
+// Delta-rule launchers on the emulator; mirrors ops/delta_rule/delta_cuda.cpp (prepare_inputs /
+// make_fwd_params of delta_common.cpp, the backward's fp32 workspaces, dq / dk summed over value-head groups
+// by the kernels). q and k arrive already L2-normalised when the op asks for it (the glue does that in ATen).
+#include <torch/library.h>
+
+#include "common.h"
+#include "ops/delta_rule/cuda/delta_launch.h"
+
+namespace linattn_emu {
+namespace {
+
+namespace gpu = linattn::delta::gpu;
+
+struct DeltaCall {
+  Fence fence;
+  at::Tensor q, k, v, beta, g, h0, cu;
+  linattn::delta::FwdParams p;
+};
+
+void setup(DeltaCall& c, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
+           const at::Tensor& beta, double scale, const OptTensor& h0, const OptTensor& cu) {
+  c.q = c.fence.copy(q, "q");
+  c.k = c.fence.copy(k, "k");
+  c.v = c.fence.copy(v, "v");
+  c.beta = c.fence.copy(beta, at::kFloat, "beta");
+  if (g.has_value()) c.g = c.fence.copy(*g, at::kFloat, "g");
+  if (h0.has_value()) c.h0 = c.fence.copy(*h0, at::kFloat, "h0");
+  if (cu.has_value()) c.cu = c.fence.copy(*cu, "cu_seqlens");
+  auto& p = c.p;
+  p.q = c.q.data_ptr();
+  p.k = c.k.data_ptr();
+  p.v = c.v.data_ptr();
+  p.beta = c.beta.data_ptr();
+  p.g = c.g.defined() ? c.g.data_ptr() : nullptr;
+  p.h0 = c.h0.defined() ? c.h0.data_ptr() : nullptr;
+  p.cu_seqlens = c.cu.defined() ? c.cu.data_ptr<int64_t>() : nullptr;
+  p.batch = q.size(0);
+  p.seqlen = q.size(1);
+  p.num_seqs = c.cu.defined() ? c.cu.size(0) - 1 : p.batch;
+  p.heads = q.size(2);
+  p.value_heads = v.size(2);
+  p.dim_k = q.size(3);
+  p.dim_v = v.size(3);
+  p.scale = scale;
+}
+
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                           const OptTensor& g, const at::Tensor& beta, double scale,
+                                           const OptTensor& h0, const OptTensor& cu, bool recurrent, bool final_state) {
+  DeltaCall c;
+  setup(c, q, k, v, g, beta, scale, h0, cu);
+  at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
+  at::Tensor ht = final_state ? c.fence.empty({c.p.num_seqs, v.size(2), q.size(3), v.size(3)}, at::kFloat, "ht")
+                              : at::empty({0}, at::kFloat);
+  c.p.o = o.data_ptr();
+  c.p.ht = ht.numel() > 0 ? ht.data_ptr() : nullptr;
+  if (q.numel() > 0 || ht.numel() > 0) {
+    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() {
+      if (recurrent) {
+        gpu::recurrent_forward<D>(c.p, nullptr);
+      } else {
+        gpu::chunk_forward<D>(c.p, nullptr);
+      }
+    });
+  }
+  c.fence.check();
+  return {o, ht};
+}
+
+// Returns dq, dk ([B,T,H,K]), dv, dbeta (fp32), dg (fp32; empty without g), dh0 (empty without h0).
+std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
+                                 const at::Tensor& beta, double scale, const OptTensor& h0, const OptTensor& cu,
+                                 const at::Tensor& d_o, const OptTensor& dht) {
+  DeltaCall c;
+  setup(c, q, k, v, g, beta, scale, h0, cu);
+  const int64_t B = q.size(0), T = q.size(1), HV = v.size(2);
+  linattn::delta::BwdParams p;
+  static_cast<linattn::delta::FwdParams&>(p) = c.p;
+  const at::Tensor do_c = c.fence.copy(d_o, q.scalar_type(), "do");
+  const OptTensor dht_c = c.fence.copy(dht, at::kFloat, "dht");
+  at::Tensor dq = c.fence.empty(q.sizes(), q.scalar_type(), "dq");
+  at::Tensor dk = c.fence.empty(q.sizes(), q.scalar_type(), "dk");
+  at::Tensor dv = c.fence.empty(v.sizes(), q.scalar_type(), "dv");
+  at::Tensor dbeta = c.fence.empty({B, T, HV}, at::kFloat, "dbeta");
+  at::Tensor dg = g.has_value() ? c.fence.empty({B, T, HV}, at::kFloat, "dg") : at::Tensor();
+  at::Tensor dh0 = h0.has_value() ? c.fence.empty(h0->sizes(), at::kFloat, "dh0") : at::Tensor();
+  if (q.numel() > 0 || dh0.defined()) {
+    p.do_ = do_c.data_ptr();
+    p.dht = ptr(dht_c);
+    p.dq = dq.data_ptr();
+    p.dk = dk.data_ptr();
+    p.dv = dv.data_ptr();
+    p.dbeta = dbeta.data_ptr();
+    p.dg = dg.defined() ? dg.data_ptr() : nullptr;
+    p.dh0 = dh0.defined() ? dh0.data_ptr() : nullptr;
+    const gpu::BwdWorkspaceSizes sizes = gpu::bwd_workspace_sizes(p);
+    const at::Tensor states = c.fence.empty({sizes.state_elems}, at::kFloat, "ws.states");
+    const at::Tensor dstates = c.fence.empty({sizes.state_elems}, at::kFloat, "ws.dstates");
+    // The glue carves u, z, dr (and dq, dk) out of one tensor; separate fences also catch a kernel that
+    // runs from one into the next.
+    auto ws_rows = [&](int64_t n, const char* name) { return c.fence.empty({n}, at::kFloat, name).data_ptr<float>(); };
+    gpu::BwdWorkspace ws;
+    ws.states = states.data_ptr<float>();
+    ws.dstates = dstates.data_ptr<float>();
+    ws.u = ws_rows(sizes.row_v_elems, "ws.u");
+    ws.z = ws_rows(sizes.row_v_elems, "ws.z");
+    ws.dr = ws_rows(sizes.row_v_elems, "ws.dr");
+    ws.dq = ws_rows(sizes.row_k_elems, "ws.dq");
+    ws.dk = ws_rows(sizes.row_k_elems, "ws.dk");
+    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() { gpu::chunk_backward<D>(p, ws, nullptr); });
+  }
+  c.fence.check();
+  const at::Tensor none = at::empty({0});
+  return {dq, dk, dv, dbeta, dg.defined() ? dg : none, dh0.defined() ? dh0 : none};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
+  m.def("delta_forward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor? h0, "
+        "Tensor? cu_seqlens, bool recurrent, bool final_state) -> (Tensor, Tensor)",
+        &forward);
+  m.def("delta_backward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor? h0, "
+        "Tensor? cu_seqlens, Tensor do, Tensor? dht) -> Tensor[]",
+        &backward);
+}
+
+}  // namespace linattn_emu

@@ -1,0 +1,110 @@
+"""Runs the emulated kernels in a process of its own, so that a crash, a hang or AddressSanitizer does not
+take pytest down with it:
+
+    python worker.py CASES OUT [--asan]
+
+CASES is a torch.save'd list of {"id", "driver", "seed", "inputs"}; for case i the outputs (a dict of
+tensors) or {"error": message} are saved to OUT/i.pt. "case i" is printed before each case starts, so the
+caller can name the case a crash happened in."""
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from build import build, families  # noqa: E402
+
+E = None  # torch.ops.linattn_emu once loaded
+
+
+def gla(x):
+    common = (x["q"], x["k"], x["v"], x["g"], x["g_gamma"], x["scale"], x["h0"], x["cu_seqlens"])
+    o, ht = E.gla_forward(*common, False, True)  # the glue's path: tensor cores for fp16 / bf16 scalar gates
+    o_simt, ht_simt = E.gla_forward(*common, False, True, True)
+    o_rec, ht_rec = E.gla_forward(*common, True, True)
+    dq, dk, dv, dg, dh0 = E.gla_backward(*common, x["do"], x["dht"])
+    return dict(o=o, ht=ht, o_simt=o_simt, ht_simt=ht_simt, o_rec=o_rec, ht_rec=ht_rec, dq=dq, dk=dk, dv=dv, dg=dg,
+                dh0=dh0)
+
+
+def delta_rule(x):
+    common = (x["q"], x["k"], x["v"], x["g"], x["beta"], x["scale"], x["h0"], x["cu_seqlens"])
+    o, ht = E.delta_forward(*common, False, True)
+    o_rec, ht_rec = E.delta_forward(*common, True, True)
+    dq, dk, dv, dbeta, dg, dh0 = E.delta_backward(*common, x["do"], x["dht"])
+    return dict(o=o, ht=ht, o_rec=o_rec, ht_rec=ht_rec, dq=dq, dk=dk, dv=dv, dbeta=dbeta, dg=dg, dh0=dh0)
+
+
+def swa(x):
+    args = (x["window"], x["scale"], x["cu_seqlens"])
+    o, lse = E.swa_forward(x["q"], x["k"], x["v"], *args)
+    dq, dk, dv = E.swa_backward(x["q"], x["k"], x["v"], o, lse, x["do"], *args)
+    return dict(o=o, lse=lse, dq=dq, dk=dk, dv=dv)
+
+
+def lolcats(x):
+    ins = [x[n] for n in ("q", "k", "v", "fq", "fk", "window_factor")]
+    o, m, z = E.lolcats_forward(ins, x["window"], x["scale"])
+    grads = E.lolcats_backward(ins, o, m, z, x["do"], x["window"], x["scale"])
+    return dict(o=o, m=m, z=z, **dict(zip(["dq", "dk", "dv", "dfq", "dfk", "dwindow_factor"], grads)))
+
+
+def selftest(x):
+    """Deliberately broken kernels (selftest/broken_kernels.cuh): the output, or the emulator's error."""
+    out = {"round_trip_" + str(d).split(".")[-1]: E.round_trip(x["values"], d) for d in (torch.float16, torch.bfloat16)}
+    for name in x["kernels"]:
+        try:
+            out[name] = E.selftest(name)
+        except RuntimeError as e:
+            out[name] = str(e)
+    return out
+
+
+def _same(a, b):
+    if not isinstance(a, torch.Tensor):
+        return a == b
+    return a.shape == b.shape and torch.equal(a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
+
+
+def run_twice(driver, case):
+    """Runs a case under two scheduler seeds. The kernels have no atomics, so any difference between the two
+    thread interleavings is a race; the names of the outputs that differ go to result["racy"]."""
+    E.reset(case["seed"])
+    result = driver(case["inputs"])
+    result["counters"] = torch.tensor(E.counters())
+    E.reset(case["seed"] ^ 0x2545F491)
+    again = driver(case["inputs"])
+    result["racy"] = [k for k, v in again.items() if not _same(v, result[k])]
+    return result
+
+
+DRIVERS = dict(gla=gla, delta_rule=delta_rule, swa=swa, lolcats=lolcats, selftest=selftest)
+
+
+def main():
+    global E
+    cases_file, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    asan = "--asan" in sys.argv[3:]
+    os.environ.pop("LD_PRELOAD", None)  # the compiler and ninja must not run with the ASan runtime preloaded
+    build(asan=asan)
+    E = torch.ops.linattn_emu
+    torch.set_num_threads(1)  # the emulator is single-threaded; the harness's small ATen ops only thrash
+    built = set(families()) | {"selftest"}
+    cases = torch.load(cases_file, weights_only=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i, case in enumerate(cases):
+        print(f"case {i} {case['id']}", flush=True)
+        try:
+            if case["driver"] not in built:
+                raise RuntimeError(f"no ops/{case['driver']}/cuda in this tree")
+            result = run_twice(DRIVERS[case["driver"]], case)
+        except RuntimeError as e:  # emulator errors (barrier misuse, fences) and launch errors
+            result = {"error": str(e)}
+        torch.save(result, out_dir / f"{i}.tmp")
+        os.replace(out_dir / f"{i}.tmp", out_dir / f"{i}.pt")  # a crash never leaves a half-written result
+    print("done", flush=True)
+
+
+if __name__ == "__main__":
+    main()

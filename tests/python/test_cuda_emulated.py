@@ -1,0 +1,412 @@
+"""The CUDA kernels' logic on the CPU emulator of tests/emulator: forward outputs, final states and every
+gradient of GLA, the delta rule, sliding-window attention and LoLCATs against the float64 references, at
+small odd sizes (T = 1, 5, 65, 130; odd head dims; varlen with empty sequences; initial states; grouped value
+heads), plus self-tests showing that the emulator catches the bugs it is meant to catch. A pass means
+"validated on the CPU emulator", never "validated on GPU" (tests/emulator/README.md lists what it cannot see).
+
+All cases run in one worker process (tests/emulator/worker.py), which builds the harness into build/emulator
+once (LINATTN_EMU_BUILD_DIR moves it) and is immune to crashes of the code under test. Environment:
+LINATTN_EMU=0 skips; LINATTN_EMU_SEED changes the scheduler's thread interleavings; LINATTN_EMU_ASAN=1
+builds and runs everything under AddressSanitizer (slower; for local use, not CI)."""
+import importlib.util
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[2]
+EMULATOR = ROOT / "tests" / "emulator"
+ASAN = os.environ.get("LINATTN_EMU_ASAN") == "1"
+F32, F16, BF16 = torch.float32, torch.float16, torch.bfloat16
+FP32_TOL = 1e-5  # float32 kernels: max error relative to the largest reference value (seen: ~1e-6)
+
+
+def _unavailable():
+    if os.environ.get("LINATTN_EMU") == "0":
+        return "disabled by LINATTN_EMU=0"
+    if not sys.platform.startswith("linux"):
+        return "the emulator's fibers need Linux"
+    if not (EMULATOR / "cuda_emu.h").exists() or not (ROOT / "ops").is_dir():
+        return "needs the source tree (tests/emulator and ops/)"
+    from torch.utils import cpp_extension
+    if not cpp_extension.is_ninja_available():
+        return "ninja is not installed"
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        return "no C++ compiler"
+    if platform.machine() not in ("x86_64", "AMD64"):  # elsewhere the fibers switch with ucontext
+        probe = subprocess.run([cxx, "-fsyntax-only", "-x", "c++", "-"], input="#include <ucontext.h>\n",
+                               capture_output=True, text=True)
+        if probe.returncode != 0:
+            return "no <ucontext.h> for the emulator's fibers"
+    return None
+
+
+def _reference(module, name):
+    """A float64 definition from this source tree's python/linattn/reference (pure PyTorch), so the kernels of
+    the tree are checked against the definitions of the same tree whatever linattn is installed."""
+    path = ROOT / "python" / "linattn" / "reference" / f"{module}.py"
+    if not path.exists():
+        pytest.skip(f"{path.relative_to(ROOT)} is not in this tree")
+    spec = importlib.util.spec_from_file_location(f"_emulated_reference_{module}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return getattr(mod, name)
+
+
+# ----------------------------------------------------------------------------------------------- cases
+# (id, family, spec). lens: varlen (B = 1, T = sum); a spec without lens has B and T.
+CASES = [
+    ("gla-key-b2t65", "gla", dict(B=2, T=65, H=2, K=33, V=60, gate="key")),
+    ("gla-key-varlen", "gla", dict(lens=[0, 5, 0, 130, 1], H=1, K=7, V=33, gate="key")),
+    ("gla-scalar+gamma-t130", "gla", dict(B=1, T=130, H=2, K=60, V=33, gate="scalar", gamma=True)),
+    ("gla-gamma-t5", "gla", dict(B=2, T=5, H=1, K=7, V=33, gate=None, gamma=True)),
+    ("gla-nogate-t1", "gla", dict(B=3, T=1, H=2, K=5, V=3, gate=None)),
+    ("gla-key-k200", "gla", dict(B=1, T=70, H=1, K=200, V=40, gate="key")),
+    ("gla-key-k256v256", "gla", dict(B=1, T=65, H=1, K=256, V=256, gate="key")),
+    ("gla-scalar-varlen-t128", "gla", dict(lens=[64, 0, 1, 63], H=2, K=64, V=32, gate="scalar")),
+    ("gla-key-fp16", "gla", dict(B=1, T=70, H=1, K=60, V=33, gate="key", dtype=F16)),
+    ("gla-scalar-bf16", "gla", dict(B=1, T=65, H=2, K=33, V=7, gate="scalar", dtype=BF16)),
+    ("gla-scalar+gamma-varlen-fp16", "gla", dict(lens=[0, 130, 1, 64], H=1, K=100, V=70, gate="scalar", gamma=True,
+                                                 dtype=F16)),
+    ("gla-gamma-k256-bf16", "gla", dict(B=2, T=65, H=1, K=256, V=130, gate=None, gamma=True, dtype=BF16)),
+    ("gla-nogate-t1-fp16", "gla", dict(B=2, T=1, H=2, K=16, V=16, gate=None, dtype=F16)),
+    ("delta-gated-grouped-b2t65", "delta_rule", dict(B=2, T=65, H=1, HV=2, K=33, V=60, gated=True)),
+    ("delta-varlen", "delta_rule", dict(lens=[0, 70, 0, 5, 1], H=2, HV=2, K=7, V=33, gated=False)),
+    ("delta-gated-grouped-t130", "delta_rule", dict(B=1, T=130, H=2, HV=4, K=60, V=7, gated=True)),
+    ("delta-gated-t1", "delta_rule", dict(B=2, T=1, H=1, HV=1, K=5, V=3, gated=True)),
+    ("delta-k200", "delta_rule", dict(B=1, T=65, H=1, HV=1, K=200, V=40, gated=True)),
+    ("delta-k256v256", "delta_rule", dict(B=1, T=70, H=1, HV=1, K=256, V=256, gated=True)),
+    ("delta-gated-varlen-t256", "delta_rule", dict(lens=[64, 1, 0, 128, 63], H=1, HV=2, K=32, V=32, gated=True)),
+    ("delta-gated-fp16", "delta_rule", dict(B=1, T=65, H=1, HV=1, K=60, V=33, gated=True, dtype=F16)),
+    ("delta-grouped-bf16", "delta_rule", dict(B=1, T=70, H=1, HV=3, K=33, V=7, gated=False, dtype=BF16)),
+    ("swa-b2t65-w5", "swa", dict(B=2, T=65, H=2, K=33, V=60, w=5)),
+    ("swa-varlen-w20", "swa", dict(lens=[0, 70, 0, 65, 1], H=1, K=7, V=7, w=20)),
+    ("swa-t130-w64", "swa", dict(B=1, T=130, H=1, K=60, V=100, w=64)),
+    ("swa-k200-w7", "swa", dict(B=1, T=70, H=1, K=200, V=40, w=7)),
+    ("swa-t5-w1", "swa", dict(B=1, T=5, H=2, K=7, V=3, w=1)),
+    ("swa-t1-w100", "swa", dict(B=2, T=1, H=1, K=4, V=4, w=100)),
+    ("swa-k256v256-w64", "swa", dict(B=1, T=70, H=1, K=256, V=256, w=64)),
+    ("swa-t300-w17", "swa", dict(B=1, T=300, H=2, K=32, V=48, w=17)),
+    ("swa-t130-w1000", "swa", dict(B=1, T=130, H=1, K=16, V=5, w=1000)),
+    ("swa-fp16", "swa", dict(B=1, T=65, H=2, K=60, V=33, w=16, dtype=F16)),
+    ("swa-varlen-bf16", "swa", dict(lens=[65, 0, 5], H=1, K=33, V=60, w=7, dtype=BF16)),
+    ("lolcats-b2t65-w5", "lolcats", dict(B=2, T=65, H=2, D=33, V=7, F=60, w=5)),
+    ("lolcats-t130-w64", "lolcats", dict(B=1, T=130, H=1, D=16, V=8, F=8, w=64)),
+    ("lolcats-ties", "lolcats", dict(B=1, T=20, H=1, D=4, V=3, F=5, w=6, ties=True)),
+    ("lolcats-t1-w1", "lolcats", dict(B=1, T=1, H=2, D=3, V=3, F=2, w=1)),
+    ("lolcats-d200-f130", "lolcats", dict(B=1, T=70, H=1, D=200, V=40, F=130, w=7)),
+    ("lolcats-b3t257-w64", "lolcats", dict(B=3, T=257, H=2, D=16, V=16, F=16, w=64)),
+    ("lolcats-t200-w65-f256", "lolcats", dict(B=1, T=200, H=1, D=32, V=256, F=256, w=65)),
+    ("lolcats-t130-w1000", "lolcats", dict(B=1, T=130, H=1, D=8, V=8, F=8, w=1000)),
+    ("lolcats-fp16", "lolcats", dict(B=1, T=65, H=2, D=60, V=33, F=16, w=7, dtype=F16)),
+    ("lolcats-bf16", "lolcats", dict(B=2, T=70, H=1, D=16, V=16, F=33, w=64, dtype=BF16)),
+    ("selftest", "selftest", {}),
+]
+
+
+def _ids(family):
+    return [cid for cid, fam, _ in CASES if fam == family]
+
+
+def _layout(spec):
+    """B, T, cu_seqlens, N."""
+    if "lens" in spec:
+        lens = spec["lens"]
+        return 1, sum(lens), torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist()), len(lens)
+    return spec["B"], spec["T"], None, spec["B"]
+
+
+def _make_gla(s):
+    B, T, cu, N = _layout(s)
+    H, K, V, dt = s["H"], s["K"], s["V"], s.get("dtype", F32)
+    gate = {"key": (B, T, H, K), "scalar": (B, T, H), None: None}[s["gate"]]
+    return dict(q=(torch.randn(B, T, H, K) / K ** 0.25).to(dt), k=(torch.randn(B, T, H, K) / K ** 0.25).to(dt),
+                v=torch.randn(B, T, H, V).to(dt),
+                g=F.logsigmoid(torch.randn(gate) + 2).to(dt) if gate else None,
+                g_gamma=(-0.3 * torch.rand(H)).to(dt) if s.get("gamma") else None,
+                scale=K ** -0.5, h0=torch.randn(N, H, K, V), cu_seqlens=cu, do=torch.randn(B, T, H, V).to(dt),
+                dht=torch.randn(N, H, K, V))
+
+
+def _make_delta(s):
+    B, T, cu, N = _layout(s)
+    H, HV, K, V, dt = s["H"], s["HV"], s["K"], s["V"], s.get("dtype", F32)
+    return dict(q=torch.randn(B, T, H, K).to(dt), k=F.normalize(torch.randn(B, T, H, K), dim=-1).to(dt),
+                v=torch.randn(B, T, HV, V).to(dt),
+                g=F.logsigmoid(torch.randn(B, T, HV) + 2).to(dt) if s["gated"] else None,
+                beta=torch.rand(B, T, HV).to(dt), scale=K ** -0.5, h0=torch.randn(N, HV, K, V), cu_seqlens=cu,
+                do=torch.randn(B, T, HV, V).to(dt), dht=torch.randn(N, HV, K, V))
+
+
+def _make_swa(s):
+    B, T, cu, _ = _layout(s)
+    H, K, V, dt = s["H"], s["K"], s["V"], s.get("dtype", F32)
+    return dict(q=torch.randn(B, T, H, K).to(dt), k=torch.randn(B, T, H, K).to(dt), v=torch.randn(B, T, H, V).to(dt),
+                window=s["w"], scale=K ** -0.5, cu_seqlens=cu, do=torch.randn(B, T, H, V).to(dt))
+
+
+def _make_lolcats(s):
+    B, T, H, D, V, Fd, dt = s["B"], s["T"], s["H"], s["D"], s["V"], s["F"], s.get("dtype", F32)
+    q, k = torch.randn(B, T, H, D), torch.randn(B, T, H, D)
+    if s.get("ties"):
+        k[:, 5:10] = k[:, 5:6]  # equal keys: tied window maxima, whose gradient is split evenly
+    return dict(q=q.to(dt), k=k.to(dt), v=torch.randn(B, T, H, V).to(dt),
+                fq=F.softmax(torch.randn(B, T, H, Fd), -1).to(dt), fk=F.softmax(torch.randn(B, T, H, Fd), -1).to(dt),
+                window_factor=torch.randn(H).to(dt), window=s["w"], scale=D ** -0.5,
+                do=torch.randn(B, T, H, V).to(dt))
+
+
+def _make_selftest(_):
+    # Values around every rounding boundary of both formats, subnormals, overflow and specials.
+    x = torch.randn(20000) * torch.exp2(torch.randint(-30, 18, (20000,)).float())
+    special = torch.tensor([0.0, -0.0, 65504.0, 65519.99, 65520.0, 1e-8, 2.0 ** -24, 2.0 ** -25, 3 * 2.0 ** -26,
+                            float("inf"), -float("inf"), 3.4e38, 1.0 + 2.0 ** -11, 1.0 + 3 * 2.0 ** -11,
+                            1.0 + 2.0 ** -8, 1.0 + 3 * 2.0 ** -8])
+    kernels = ["exchange", "missing_barrier", "static_race", "divergent_barrier", "split_barrier",
+               "shuffle_exited_lane", "wmma_misaligned"]
+    if not ASAN:  # under ASan the overflow aborts the worker with ASan's report, which is the point of ASan
+        kernels.append("smem_overflow")
+    return dict(values=torch.cat([x, special, -special]), kernels=kernels)
+
+
+MAKERS = dict(gla=_make_gla, delta_rule=_make_delta, swa=_make_swa, lolcats=_make_lolcats, selftest=_make_selftest)
+
+
+# ----------------------------------------------------------------------------------------------- worker
+
+
+def _seed(cid, env):
+    return (zlib.crc32(cid.encode()) ^ int(os.environ.get(env, "0"))) % (2 ** 31)
+
+
+def _asan_env(env):
+    cxx = os.environ.get("CXX", "c++")
+    # The ASan runtime must come first; libstdc++ must be loaded with it, or its __cxa_throw interceptor cannot
+    # find the real one (python itself does not link libstdc++) and the first C++ exception aborts.
+    libs = [subprocess.run([cxx, f"-print-file-name={lib}"], capture_output=True, text=True).stdout.strip()
+            for lib in ("libasan.so", "libstdc++.so")]
+    env["LD_PRELOAD"] = " ".join(libs)
+    # Python itself leaks by design; the kernels' bugs are reported as heap / stack errors.
+    env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def emulated(tmp_path_factory):
+    """case id -> (inputs, outputs of the emulated kernels)."""
+    reason = _unavailable()
+    if reason:
+        pytest.skip(reason)
+    work = tmp_path_factory.mktemp("emulator")
+    cases = []
+    for cid, family, spec in CASES:
+        with torch.random.fork_rng():
+            torch.manual_seed(_seed(cid, "LINATTN_TEST_SEED"))
+            cases.append(dict(id=cid, driver=family, seed=_seed(cid, "LINATTN_EMU_SEED"), inputs=MAKERS[family](spec)))
+    torch.save(cases, work / "cases.pt")
+    cmd = [sys.executable, str(EMULATOR / "worker.py"), str(work / "cases.pt"), str(work / "out")]
+    env = dict(os.environ)
+    if ASAN:
+        cmd.append("--asan")
+        env = _asan_env(env)
+    try:
+        proc = subprocess.run(cmd, env=env, cwd=work, capture_output=True, text=True, timeout=1800)
+        log, status = proc.stdout + proc.stderr, f"exit code {proc.returncode}"
+    except subprocess.TimeoutExpired as e:  # its captured output is bytes whatever text= says
+        log = b"".join(x or b"" for x in (e.stdout, e.stderr)).decode(errors="replace")
+        status = "timed out"
+    started = re.findall(r"^case (\d+) ", log, re.M)
+    last = int(started[-1]) if started else -1
+
+    def get(cid):
+        i = next(n for n, c in enumerate(cases) if c["id"] == cid)
+        family = cases[i]["driver"]
+        if family != "selftest" and not (ROOT / "ops" / family / "cuda").is_dir():
+            pytest.skip(f"ops/{family}/cuda is not in this tree")
+        path = work / "out" / f"{i}.pt"
+        if path.exists():
+            return cases[i]["inputs"], torch.load(path, weights_only=False)
+        if i == last:
+            pytest.fail(f"the emulator worker died in this case ({status}):\n{log[-6000:]}")
+        where = f"in case {cases[last]['id']}" if last >= 0 else "before any case (building the harness?)"
+        pytest.fail(f"not run: the emulator worker stopped {where} ({status}):\n{log[-6000:]}")
+
+    return get
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+def _compare(got, exact, same_prec, dtype):
+    """The kernel's max error against the float64 reference may be a few times that of the same reference run by
+    PyTorch in the kernel's input precision (the repo's CUDA-test rule, which also covers sums that cancel, such
+    as dwindow_factor). float32 also passes within FP32_TOL of the largest reference value, floored at 1."""
+    failures = []
+    for name, e in exact.items():
+        g = got[name].double()
+        if g.shape != e.shape:
+            failures.append(f"{name}: shape {tuple(g.shape)}, expected {tuple(e.shape)}")
+            continue
+        if not torch.isfinite(g).all():
+            failures.append(f"{name}: {int((~torch.isfinite(g)).sum())} non-finite values")
+            continue
+        if not e.numel():
+            continue
+        err = (g - e).abs().max().item()
+        scale = e.abs().max().item()
+        base = (same_prec[name].double() - e).abs().max().item()
+        if dtype == F32:
+            bound = max(FP32_TOL * max(scale, 1.0), 4.0 * base)
+        else:
+            bound = (3.0 if name.startswith(("o", "ht")) else 4.0) * base + 1e-5 * max(scale, 1.0)
+        if not err <= bound:
+            failures.append(f"{name}: max error {err:.3e} > {bound:.3e} (max |reference| {scale:.3e}, "
+                            f"PyTorch in {str(dtype)[6:]}: {base:.3e})")
+    assert not failures, "\n".join(failures)
+
+
+def _grads(fn, tensors, outputs_and_cotangents):
+    """Runs fn on leaf copies of tensors (a dict), backpropagates sum(out * cotangent); returns (outs, grads)."""
+    leaves = {n: t.detach().clone().requires_grad_() for n, t in tensors.items()}
+    outs = fn(**leaves)
+    loss = sum((o.double() * c.double()).sum() for o, c in zip(outs, outputs_and_cotangents))
+    loss.backward()
+    return outs, {n: t.grad for n, t in leaves.items()}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The references are many tiny ops: threads only add overhead (and thrash on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _check(emulated, cid, reference, kernel_names, wanted):
+    """reference(dtype, inputs) -> {name: tensor}, in float64 or (dtype None) in the inputs' precision;
+    kernel_names: compared name -> key of the worker's result (or a function of the result); wanted: compared
+    name -> reference name."""
+    x, out = emulated(cid)
+    assert "error" not in out, out.get("error")
+    launches, blocks, _, _ = out["counters"].tolist()
+    assert launches > 0 and blocks > 0, "the emulator ran no kernel"
+    assert not out["racy"], f"outputs differ between two thread interleavings (a race): {out['racy']}"
+    dtype = x["q"].dtype
+    exact, same_prec = reference(torch.float64, x), reference(None, x)
+    got = {name: out[src] if isinstance(src, str) else src(out) for name, src in kernel_names.items()}
+    pick = lambda ref: {name: ref[wanted[name]] for name in got}  # noqa: E731
+    _compare(got, pick(exact), pick(same_prec), dtype)
+
+
+@pytest.mark.parametrize("cid", _ids("gla"))
+def test_gla_chunk_recurrent_and_backward(emulated, cid):
+    gla_recurrence = _reference("gla", "gla_recurrence")
+    x, _ = emulated(cid)
+    leaves = [n for n in ("q", "k", "v", "g", "g_gamma", "h0") if x[n] is not None]
+    per_token = x["g"] is not None
+
+    def reference(dtype, x):
+        def fn(q, k, v, h0, g=None, g_gamma=None):
+            return gla_recurrence(q, k, v, g, g_gamma, x["scale"], h0, True, x["cu_seqlens"], dtype=dtype)
+        tensors = {n: x[n].double() if dtype else x[n] for n in leaves}
+        (o, ht), grads = _grads(fn, tensors, [x["do"], x["dht"]])
+        return dict(o=o, ht=ht, **{"d" + n: grads[n] for n in leaves})
+
+    # o / ht: the chunked forward the glue picks (tensor cores for fp16 / bf16 with a scalar or no gate);
+    # o_simt / ht_simt: the SIMT chunked forward; o_rec / ht_rec: the recurrent one.
+    names = dict(o="o", o_simt="o_simt", o_rec="o_rec", ht="ht", ht_simt="ht_simt", ht_rec="ht_rec", dq="dq",
+                 dk="dk", dv="dv", dh0="dh0")
+    wanted = dict(o="o", o_simt="o", o_rec="o", ht="ht", ht_simt="ht", ht_rec="ht", dq="dq", dk="dk", dv="dv",
+                  dh0="dh0")
+    if per_token:
+        names["dg"], wanted["dg"] = "dg", "dg"
+    if x["g_gamma"] is not None:  # the glue sums the per-token gate gradient over B and T
+        names["dg_gamma"], wanted["dg_gamma"] = (lambda out: out["dg"].sum((0, 1))), "dg_gamma"
+    _check(emulated, cid, reference, names, wanted)
+
+
+@pytest.mark.parametrize("cid", _ids("delta_rule"))
+def test_delta_rule_chunk_recurrent_and_backward(emulated, cid):
+    delta_rule_recurrence = _reference("delta_rule", "delta_rule_recurrence")
+    x, _ = emulated(cid)
+    leaves = [n for n in ("q", "k", "v", "g", "beta", "h0") if x[n] is not None]
+
+    def reference(dtype, x):
+        def fn(q, k, v, beta, h0, g=None):
+            return delta_rule_recurrence(q, k, v, beta, g, x["scale"], h0, True, False, x["cu_seqlens"], dtype=dtype)
+        tensors = {n: x[n].double() if dtype else x[n] for n in leaves}
+        (o, ht), grads = _grads(fn, tensors, [x["do"], x["dht"]])
+        return dict(o=o, ht=ht, **{"d" + n: grads[n] for n in leaves})
+
+    names = {n: n for n in ["o", "o_rec", "ht", "ht_rec"] + ["d" + n for n in leaves]}
+    wanted = dict(names, o_rec="o", ht_rec="ht")
+    _check(emulated, cid, reference, names, wanted)
+
+
+@pytest.mark.parametrize("cid", _ids("swa"))
+def test_sliding_window_attention(emulated, cid):
+    sliding_window_attention_reference = _reference("swa", "sliding_window_attention_reference")
+    x, _ = emulated(cid)
+
+    def reference(dtype, x):
+        def fn(q, k, v):
+            o = sliding_window_attention_reference(q, k, v, x["window"], x["scale"], x["cu_seqlens"],
+                                                   dtype=dtype or q.dtype)
+            return (o,)
+        tensors = {n: x[n].double() if dtype else x[n] for n in ("q", "k", "v")}
+        (o,), grads = _grads(fn, tensors, [x["do"]])
+        return dict(o=o, dq=grads["q"], dk=grads["k"], dv=grads["v"])
+
+    names = {n: n for n in ("o", "dq", "dk", "dv")}
+    _check(emulated, cid, reference, names, names)
+
+
+@pytest.mark.parametrize("cid", _ids("lolcats"))
+def test_lolcats_attention(emulated, cid):
+    lolcats_attention_reference = _reference("lolcats", "lolcats_attention_reference")
+    x, _ = emulated(cid)
+    leaves = ["q", "k", "v", "fq", "fk", "window_factor"]
+
+    def reference(dtype, x):
+        def fn(**t):
+            o = lolcats_attention_reference(*(t[n] for n in leaves), x["window"], x["scale"],
+                                            dtype=dtype or t["q"].dtype)
+            return (o,)
+        tensors = {n: x[n].double() if dtype else x[n] for n in leaves}
+        (o,), grads = _grads(fn, tensors, [x["do"]])
+        return dict(o=o, **{"d" + n: grads[n] for n in leaves})
+
+    names = {n: n for n in ["o"] + ["d" + n for n in leaves]}
+    _check(emulated, cid, reference, names, names)
+
+
+def test_emulator_catches_broken_kernels(emulated):
+    x, out = emulated("selftest")
+    assert "error" not in out, out.get("error")
+    want = torch.arange(64).add(1).remainder(64).float().repeat(2, 1)
+    assert torch.equal(out["exchange"], want), "a correct kernel must give exact results"
+    for name, correct in (("missing_barrier", want), ("static_race", torch.arange(63.0, -1.0, -1.0).repeat(2, 1))):
+        assert isinstance(out[name], torch.Tensor), out[name]
+        assert not torch.equal(out[name], correct), f"{name}: a missing __syncthreads went unnoticed"
+        assert name in out["racy"], f"{name}: two interleavings gave the same output"
+    assert "exchange" not in out["racy"]
+    assert "__syncthreads not reached by every thread" in out["divergent_barrier"]
+    assert "different __syncthreads" in out["split_barrier"]
+    assert "never reach it" in out["shuffle_exited_lane"]
+    assert ASAN or "write outside dynamic shared memory" in out["smem_overflow"]
+    assert "not 256-bit aligned" in out["wmma_misaligned"]
+    for dt in (F16, BF16):
+        expect = x["values"].to(dt).float()
+        got = out["round_trip_" + str(dt).split(".")[-1]]
+        assert torch.equal(got.isnan(), expect.isnan())
+        assert torch.equal(got[~got.isnan()], expect[~expect.isnan()]), f"{dt} conversion differs from PyTorch's"
