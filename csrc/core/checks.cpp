@@ -1,6 +1,7 @@
 #include "core/checks.h"
 
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 
 namespace linattn {
 
@@ -18,8 +19,14 @@ void value_check_cu_seqlens(const at::Tensor& cu_seqlens, int64_t total_len, con
 
 at::Tensor prepare_cu_seqlens(const std::optional<at::Tensor>& cu_seqlens, int64_t total_len, const char* op) {
   if (!cu_seqlens.has_value()) return at::Tensor();
-  value_check_cu_seqlens(*cu_seqlens, total_len, op);
-  return cu_seqlens->contiguous();
+  at::Tensor cu = cu_seqlens->contiguous();
+  // Through the dispatcher so each device checks where the offsets live: on the host for CPU tensors, by a
+  // kernel on the GPU for CUDA tensors (no device->host copy; ops/varlen).
+  static const auto check = c10::Dispatcher::singleton()
+                                .findSchemaOrThrow("linattn::_check_cu_seqlens", "")
+                                .typed<void(const at::Tensor&, int64_t, c10::string_view)>();
+  check.call(cu, total_len, op);
+  return cu;
 }
 
 }  // namespace linattn

@@ -46,10 +46,12 @@ inline void check_cu_seqlens(const std::optional<at::Tensor>& cu_seqlens, const 
   check_same_device(cu, q, op, "cu_seqlens");
 }
 
-// Offsets must start at 0, never decrease and end at total_len. Reads the data (host copy on CUDA).
+// Offsets must start at 0, never decrease and end at total_len. Reads the data: CPU tensors only.
 void value_check_cu_seqlens(const at::Tensor& cu_seqlens, int64_t total_len, const char* op);
 
-// The value-checked contiguous cu_seqlens for a kernel, or an undefined tensor when absent.
+// The contiguous cu_seqlens for a kernel, or an undefined tensor when absent. The values are checked on the
+// tensor's device (linattn::_check_cu_seqlens): at once on CPU, asynchronously by a device-side assertion on
+// CUDA, so varlen calls never synchronise with the host.
 at::Tensor prepare_cu_seqlens(const std::optional<at::Tensor>& cu_seqlens, int64_t total_len, const char* op);
 
 // float64 inputs keep float64 states and accumulation; every other dtype uses float32.

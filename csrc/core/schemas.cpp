@@ -5,6 +5,10 @@
 TORCH_LIBRARY(linattn, m) {
   const std::vector<at::Tag> tags{at::Tag::pt2_compliant_tag};
 
+  // ---- shared varlen support (ops/varlen) ----
+  // Validates cu_seqlens on its own device (op names the calling op in the message); returns nothing.
+  m.def("_check_cu_seqlens(Tensor cu_seqlens, int total_len, str op) -> ()", tags);
+
   // ---- GLA family (ops/gla) ----
   m.def(
       "chunk_gla(Tensor q, Tensor k, Tensor v, Tensor g, float? scale=None, Tensor? initial_state=None, "

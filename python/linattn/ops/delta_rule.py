@@ -11,6 +11,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ._varlen import resolve_cu_seqlens
+
 _ops = torch.ops.linattn
 
 
@@ -21,8 +23,9 @@ def _result(out, output_final_state):
 
 def chunk_delta_rule(q, k, v, beta, scale: Optional[float] = None, initial_state=None,
                      output_final_state: bool = False, use_qk_l2norm_in_kernel: bool = False,
-                     cu_seqlens=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                     cu_seqlens=None, cu_seqlens_cpu=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Chunked DeltaNet (UT transform, chunk 64)."""
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "chunk_delta_rule")
     return _result(_ops.chunk_delta_rule(q, k, v, beta, scale, initial_state, output_final_state,
                                          use_qk_l2norm_in_kernel, cu_seqlens), output_final_state)
 
@@ -41,9 +44,10 @@ def _write_back(out, initial_state, inplace_final_state):
 
 def fused_recurrent_delta_rule(q, k, v, beta, scale: Optional[float] = None, initial_state=None,
                                output_final_state: bool = False, use_qk_l2norm_in_kernel: bool = False,
-                               cu_seqlens=None, inplace_final_state: bool = False
+                               cu_seqlens=None, inplace_final_state: bool = False, cu_seqlens_cpu=None
                                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """DeltaNet step by step (decoding)."""
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "fused_recurrent_delta_rule")
     want = output_final_state or inplace_final_state
     out = _result(_ops.fused_recurrent_delta_rule(q, k, v, beta, scale, initial_state, want,
                                                   use_qk_l2norm_in_kernel, cu_seqlens), want)
@@ -52,17 +56,19 @@ def fused_recurrent_delta_rule(q, k, v, beta, scale: Optional[float] = None, ini
 
 def chunk_gated_delta_rule(q, k, v, g, beta, scale: Optional[float] = None, initial_state=None,
                            output_final_state: bool = False, use_qk_l2norm_in_kernel: bool = False,
-                           cu_seqlens=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+                           cu_seqlens=None, cu_seqlens_cpu=None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Chunked gated DeltaNet; g [B, T, HV] log decays."""
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "chunk_gated_delta_rule")
     return _result(_ops.chunk_gated_delta_rule(q, k, v, g, beta, scale, initial_state, output_final_state,
                                                use_qk_l2norm_in_kernel, cu_seqlens), output_final_state)
 
 
 def fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale: Optional[float] = None, initial_state=None,
                                      output_final_state: bool = False, use_qk_l2norm_in_kernel: bool = False,
-                                     cu_seqlens=None, inplace_final_state: bool = False
+                                     cu_seqlens=None, inplace_final_state: bool = False, cu_seqlens_cpu=None
                                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Gated DeltaNet step by step (decoding), differentiable."""
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "fused_recurrent_gated_delta_rule")
     want = output_final_state or inplace_final_state
     out = _result(_ops.fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale, initial_state, want,
                                                         use_qk_l2norm_in_kernel, cu_seqlens), want)

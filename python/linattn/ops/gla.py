@@ -10,6 +10,8 @@ from typing import Optional, Tuple
 
 import torch
 
+from ._varlen import resolve_cu_seqlens
+
 _ops = torch.ops.linattn
 
 
@@ -27,8 +29,10 @@ def chunk_gla(
     initial_state: Optional[torch.Tensor] = None,
     output_final_state: bool = False,
     cu_seqlens: Optional[torch.LongTensor] = None,
+    cu_seqlens_cpu: Optional[torch.LongTensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Chunked GLA. q, k, g: [B, T, H, K] (g log-space, e.g. logsigmoid); v: [B, T, H, V]."""
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "chunk_gla")
     return _result(_ops.chunk_gla(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens),
                    output_final_state)
 
@@ -42,8 +46,10 @@ def fused_recurrent_gla(
     initial_state: Optional[torch.Tensor] = None,
     output_final_state: bool = False,
     cu_seqlens: Optional[torch.LongTensor] = None,
+    cu_seqlens_cpu: Optional[torch.LongTensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """GLA evaluated step by step (decoding and short T). gk: [B, T, H, K] or None (no decay)."""
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "fused_recurrent_gla")
     return _result(
         _ops.fused_recurrent_gla(q, k, v, gk, scale, initial_state, output_final_state, cu_seqlens),
         output_final_state)
@@ -59,9 +65,11 @@ def chunk_simple_gla(
     initial_state: Optional[torch.Tensor] = None,
     output_final_state: bool = False,
     cu_seqlens: Optional[torch.LongTensor] = None,
+    cu_seqlens_cpu: Optional[torch.LongTensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Chunked simple GLA: g [B, T, H] per-step scalar log gate and/or g_gamma [H] constant log decay
     (lightning attention); with both, the gate is their sum; with neither, plain causal linear attention."""
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "chunk_simple_gla")
     return _result(
         _ops.chunk_simple_gla(q, k, v, g, g_gamma, scale, initial_state, output_final_state, cu_seqlens),
         output_final_state)
@@ -77,8 +85,10 @@ def fused_recurrent_simple_gla(
     initial_state: Optional[torch.Tensor] = None,
     output_final_state: bool = False,
     cu_seqlens: Optional[torch.LongTensor] = None,
+    cu_seqlens_cpu: Optional[torch.LongTensor] = None,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Simple GLA evaluated step by step; same arguments as chunk_simple_gla."""
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "fused_recurrent_simple_gla")
     return _result(
         _ops.fused_recurrent_simple_gla(q, k, v, g, g_gamma, scale, initial_state, output_final_state, cu_seqlens),
         output_final_state)
