@@ -24,6 +24,9 @@ def delta_rule_workload(dev, dtype):
                     linattn.chunk_gated_delta_rule(q, k, v, g, beta, **kw),
                     linattn.fused_recurrent_gated_delta_rule(q, k, v, g, beta, **kw)):
             (out[0].float().sum() + out[1].sum()).backward()
+        with torch.no_grad():  # decoding with one state buffer: the kernel reads and overwrites it
+            state = h0.detach().clone()
+            torch.ops.linattn.fused_recurrent_delta_rule_inplace(q, k, v, g, beta, state, None, True, cu)
 
 
 def window_workload(dev, dtype):

@@ -57,6 +57,12 @@ TORCH_LIBRARY(linattn, m) {
       "Tensor? initial_state=None, bool output_final_state=False, bool use_qk_l2norm_in_kernel=False, "
       "Tensor? cu_seqlens=None) -> (Tensor, Tensor)",
       tags);
+  // Decoding with one state buffer: state [N, HV, K, V] is read as the initial state and overwritten with the
+  // final one by the kernel itself (no copy); g may be absent (DeltaNet). Not differentiable.
+  m.def(
+      "fused_recurrent_delta_rule_inplace(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, Tensor(a!) state, "
+      "float? scale=None, bool use_qk_l2norm_in_kernel=False, Tensor? cu_seqlens=None) -> Tensor",
+      tags);
   // Shared backward of the four ops above, on already L2-normalised q and k (the autograd layer applies the
   // norm's backward). Returns (dq, dk, dv, dg, dbeta, dh0); absent inputs give empty tensors.
   m.def(

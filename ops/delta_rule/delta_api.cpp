@@ -19,6 +19,9 @@ using BackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at
     const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&, const at::Tensor&, const at::Tensor&,
     const OptTensor&, std::optional<double>, const OptTensor&, const OptTensor&);
 
+using InplaceFn = at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
+                             const at::Tensor&, const at::Tensor&, std::optional<double>, bool, const OptTensor&);
+
 template <class Fn>
 c10::TypedOperatorHandle<Fn> handle(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Fn>();
@@ -37,6 +40,13 @@ Pair forward(bool recurrent, const at::Tensor& q, const at::Tensor& k, const at:
         .call(q, k, v, *g, beta, scale, h0, output_final_state, use_qk_l2norm, cu_seqlens);
   }
   return (recurrent ? recur : chunk).call(q, k, v, beta, scale, h0, output_final_state, use_qk_l2norm, cu_seqlens);
+}
+
+at::Tensor recurrent_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
+                             const at::Tensor& beta, const at::Tensor& state, std::optional<double> scale,
+                             bool use_qk_l2norm, const OptTensor& cu_seqlens) {
+  static auto op = handle<InplaceFn>("linattn::fused_recurrent_delta_rule_inplace");
+  return op.call(q, k, v, g, beta, state, scale, use_qk_l2norm, cu_seqlens);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
@@ -84,6 +94,14 @@ std::tuple<at::Tensor, at::Tensor> fused_recurrent_gated_delta_rule(
   return drop_unrequested_state(delta::dispatch::forward(true, q, k, v, g, beta, scale, initial_state, output_final_state,
                                                 use_qk_l2norm_in_kernel, cu_seqlens),
                        output_final_state);
+}
+
+at::Tensor fused_recurrent_delta_rule_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              const std::optional<at::Tensor>& g, const at::Tensor& beta,
+                                              at::Tensor& state, std::optional<double> scale,
+                                              bool use_qk_l2norm_in_kernel,
+                                              const std::optional<at::Tensor>& cu_seqlens) {
+  return delta::dispatch::recurrent_inplace(q, k, v, g, beta, state, scale, use_qk_l2norm_in_kernel, cu_seqlens);
 }
 
 }  // namespace linattn

@@ -81,9 +81,31 @@ Pair fused_recurrent_gated_delta_rule(const at::Tensor& q, const at::Tensor& k, 
   return apply(true, q, k, v, g, beta, scale, h0, ofs, l2, cu);
 }
 
+// Not differentiable (it overwrites its own initial state): refuse rather than return an output whose
+// gradient would silently be missing, then run the backend and bump state's version as an in-place op must.
+at::Tensor fused_recurrent_delta_rule_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              const OptTensor& g, const at::Tensor& beta, const at::Tensor& state,
+                                              std::optional<double> scale, bool l2, const OptTensor& cu) {
+  if (at::GradMode::is_enabled()) {
+    const bool needs_grad = q.requires_grad() || k.requires_grad() || v.requires_grad() || beta.requires_grad() ||
+                            state.requires_grad() || (g.has_value() && g->requires_grad());
+    TORCH_CHECK(!needs_grad,
+                "fused_recurrent_delta_rule_inplace is not differentiable (it overwrites state); run it under "
+                "torch.no_grad() or use fused_recurrent_(gated_)delta_rule(..., output_final_state=True)");
+  }
+  at::Tensor o;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    o = dispatch::recurrent_inplace(q, k, v, g, beta, state, scale, l2, cu);
+  }
+  torch::autograd::impl::bump_version(state);
+  return o;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(linattn, Autograd, m) {
+  m.impl("fused_recurrent_delta_rule_inplace", &fused_recurrent_delta_rule_inplace);
   m.impl("chunk_delta_rule", &chunk_delta_rule);
   m.impl("fused_recurrent_delta_rule", &fused_recurrent_delta_rule);
   m.impl("chunk_gated_delta_rule", &chunk_gated_delta_rule);

@@ -73,6 +73,12 @@ double resolve_scale(std::optional<double> scale, const at::Tensor& q) {
   return scale.has_value() ? *scale : 1.0 / std::sqrt(static_cast<double>(q.size(3)));
 }
 
+void check_inplace_state(const char* op, const at::Tensor& q, const at::Tensor& state) {
+  TORCH_CHECK(state.scalar_type() == state_dtype(q), op, ": state must be ", state_dtype(q), " for ",
+              q.scalar_type(), " inputs (the kernels write it in place), got ", state.scalar_type());
+  TORCH_CHECK(state.is_contiguous(), op, ": state must be contiguous (the kernels write it in place)");
+}
+
 Inputs prepare_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const OptTensor& g, const at::Tensor& beta, const OptTensor& initial_state,
                       const OptTensor& cu_seqlens) {

@@ -20,6 +20,10 @@ void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, cons
                   const OptTensor& cu_seqlens);
 
 // x / sqrt(sum(x^2) + 1e-6) over the last dim, and its backward given y = l2norm(x).
+// The state of fused_recurrent_delta_rule_inplace: contiguous and already in the state dtype (float32, or
+// float64 for float64 inputs), so the kernels can write it directly.
+void check_inplace_state(const char* op, const at::Tensor& q, const at::Tensor& state);
+
 at::Tensor l2norm(const at::Tensor& x);
 at::Tensor l2norm_backward(const at::Tensor& x, const at::Tensor& dy);
 
@@ -50,6 +54,25 @@ Pair run_forward(const char* op, bool recurrent, const at::Tensor& q, const at::
     Backend::forward(make_fwd_params(in, o, ht, resolve_scale(scale, q)), q.scalar_type(), recurrent);
   }
   return {o, ht};
+}
+
+// fused_recurrent_delta_rule_inplace: the kernels read the initial state from `state` and write the final
+// state over it. Safe because each kernel instance reads its slice of the state once, before the recurrence,
+// and writes the same slice once, after it.
+template <typename Backend>
+at::Tensor run_recurrent_inplace(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const OptTensor& g, const at::Tensor& beta, const at::Tensor& state,
+                                 std::optional<double> scale, bool use_qk_l2norm, const OptTensor& cu_seqlens) {
+  check_inputs(op, q, k, v, g, beta, state, cu_seqlens);
+  check_inplace_state(op, q, state);
+  Backend::check_dtype(op, q);
+  const Inputs in = prepare_inputs(op, use_qk_l2norm ? l2norm(q) : q, use_qk_l2norm ? l2norm(k) : k, v, g, beta,
+                                   state, cu_seqlens);
+  TORCH_INTERNAL_ASSERT(in.h0.data_ptr() == state.data_ptr(), op, ": the state was copied");
+  at::Tensor o = std::get<0>(alloc_outputs(q, v, cu_seqlens, false));
+  at::Tensor ht = state;
+  Backend::forward(make_fwd_params(in, o, ht, resolve_scale(scale, q)), q.scalar_type(), /*recurrent=*/true);
+  return o;
 }
 
 BwdResult run_backward_cpu_like(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,

@@ -45,6 +45,12 @@ Pair fused_recurrent_gated_delta_rule(const at::Tensor& q, const at::Tensor& k, 
                                       const OptTensor& h0, bool ofs, bool l2, const OptTensor& cu) {
   return run_forward<CpuBackend>("fused_recurrent_gated_delta_rule", true, q, k, v, g, beta, scale, h0, ofs, l2, cu);
 }
+at::Tensor fused_recurrent_delta_rule_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              const OptTensor& g, const at::Tensor& beta, const at::Tensor& state,
+                                              std::optional<double> scale, bool l2, const OptTensor& cu) {
+  return run_recurrent_inplace<CpuBackend>("fused_recurrent_delta_rule_inplace", q, k, v, g, beta, state, scale, l2,
+                                           cu);
+}
 BwdResult delta_rule_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
                               const at::Tensor& beta, const at::Tensor& do_, const OptTensor& dht,
                               std::optional<double> scale, const OptTensor& h0, const OptTensor& cu) {
@@ -59,6 +65,7 @@ TORCH_LIBRARY_IMPL(linattn, CPU, m) {
   m.impl("fused_recurrent_delta_rule", &fused_recurrent_delta_rule);
   m.impl("chunk_gated_delta_rule", &chunk_gated_delta_rule);
   m.impl("fused_recurrent_gated_delta_rule", &fused_recurrent_gated_delta_rule);
+  m.impl("fused_recurrent_delta_rule_inplace", &fused_recurrent_delta_rule_inplace);
   m.impl("_delta_rule_backward", &delta_rule_backward);
 }
 

@@ -129,6 +129,14 @@ Pair fused_recurrent_gated_delta_rule(const at::Tensor& q, const at::Tensor& k, 
                                   cu);
 }
 
+at::Tensor fused_recurrent_delta_rule_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              const OptTensor& g, const at::Tensor& beta, const at::Tensor& state,
+                                              std::optional<double> scale, bool l2, const OptTensor& cu) {
+  const c10::cuda::OptionalCUDAGuard guard(cuda_device_of(q));
+  return run_recurrent_inplace<CudaBackend>("fused_recurrent_delta_rule_inplace", q, k, v, g, beta, state, scale, l2,
+                                            cu);
+}
+
 // The shared backward of the four ops (on already L2-normalised q, k). Mirrors run_backward_cpu_like, except
 // that the kernels sum dq and dk over each group of value heads themselves (fp32 workspaces, deterministic),
 // so dq and dk are allocated as [B, T, H, K] directly.
@@ -217,6 +225,7 @@ TORCH_LIBRARY_IMPL(linattn, CUDA, m) {
   m.impl("fused_recurrent_delta_rule", &fused_recurrent_delta_rule);
   m.impl("chunk_gated_delta_rule", &chunk_gated_delta_rule);
   m.impl("fused_recurrent_gated_delta_rule", &fused_recurrent_gated_delta_rule);
+  m.impl("fused_recurrent_delta_rule_inplace", &fused_recurrent_delta_rule_inplace);
   m.impl("_delta_rule_backward", &delta_rule_backward);
 }
 

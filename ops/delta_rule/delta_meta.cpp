@@ -32,6 +32,14 @@ Pair fused_recurrent_gated_delta_rule(const at::Tensor& q, const at::Tensor& k, 
                                       const OptTensor& h0, bool ofs, bool, const OptTensor& cu) {
   return fwd("fused_recurrent_gated_delta_rule", q, k, v, g, beta, h0, ofs, cu);
 }
+at::Tensor fused_recurrent_delta_rule_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                              const OptTensor& g, const at::Tensor& beta, const at::Tensor& state,
+                                              std::optional<double>, bool, const OptTensor& cu) {
+  const char* op = "fused_recurrent_delta_rule_inplace";
+  check_inputs(op, q, k, v, g, beta, state, cu);
+  check_inplace_state(op, q, state);
+  return std::get<0>(alloc_outputs(q, v, cu, false));
+}
 BwdResult delta_rule_backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
                               const at::Tensor& beta, const at::Tensor& do_, const OptTensor&, std::optional<double>,
                               const OptTensor& h0, const OptTensor& cu) {
@@ -49,6 +57,7 @@ TORCH_LIBRARY_IMPL(linattn, Meta, m) {
   m.impl("fused_recurrent_delta_rule", &fused_recurrent_delta_rule);
   m.impl("chunk_gated_delta_rule", &chunk_gated_delta_rule);
   m.impl("fused_recurrent_gated_delta_rule", &fused_recurrent_gated_delta_rule);
+  m.impl("fused_recurrent_delta_rule_inplace", &fused_recurrent_delta_rule_inplace);
   m.impl("_delta_rule_backward", &delta_rule_backward);
 }
 

@@ -66,4 +66,30 @@ TEST(DeltaRule, RecurrentEqualsChunkedAndRejectsBadHeads) {
                c10::Error);
 }
 
+// A serving loop with one state buffer: every step reads and overwrites `state` in the kernel.
+TEST(GatedDeltaRule, InplaceDecodingLoopMatchesDefinition) {
+  torch::manual_seed(23);
+  const int64_t B = 2, T = 6, H = 1, HV = 2, K = 5, V = 3;
+  const auto q = randn({B, T, H, K}), v = randn({B, T, HV, V}), g = torch::log_sigmoid(randn({B, T, HV}) + 2.0);
+  const auto k = torch::nn::functional::normalize(randn({B, T, H, K}),
+                                                  torch::nn::functional::NormalizeFuncOptions().dim(-1));
+  const auto beta = torch::rand({B, T, HV}, torch::kFloat64);
+  const auto h0 = randn({B, HV, K, V});
+  torch::Tensor state = h0.clone();
+  const void* buffer = state.data_ptr();
+  std::vector<torch::Tensor> outs;
+  torch::NoGradGuard no_grad;
+  for (int64_t t = 0; t < T; ++t) {
+    auto step = [t](const torch::Tensor& x) { return x.narrow(1, t, 1); };
+    outs.push_back(linattn::fused_recurrent_delta_rule_inplace(step(q), step(k), step(v), step(g), step(beta), state,
+                                                               0.4));
+  }
+  EXPECT_EQ(state.data_ptr(), buffer);
+  auto [ro, rh] = reference(q, k, v, g, beta, 0.4, h0);
+  EXPECT_LT((torch::cat(outs, 1) - ro).abs().max().item<double>(), 1e-12);
+  EXPECT_LT((state - rh).abs().max().item<double>(), 1e-12);
+  torch::Tensor wrong = h0.to(torch::kFloat32);
+  EXPECT_THROW(linattn::fused_recurrent_delta_rule_inplace(q, k, v, g, beta, wrong), c10::Error);
+}
+
 }  // namespace

@@ -37,4 +37,13 @@ LINATTN_API std::tuple<at::Tensor, at::Tensor> fused_recurrent_gated_delta_rule(
     bool output_final_state = false, bool use_qk_l2norm_in_kernel = false,
     const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
 
+// Decoding with one state buffer: reads state [N, HV, K, V] (contiguous, float32; float64 for float64 inputs)
+// as the initial state and overwrites it with the final state, in the kernel (no copy). g may be absent
+// (DeltaNet) or [B, T, HV] (gated DeltaNet). Returns o. Not differentiable: raises if an input requires grad
+// while grad mode is on.
+LINATTN_API at::Tensor fused_recurrent_delta_rule_inplace(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& g,
+    const at::Tensor& beta, at::Tensor& state, std::optional<double> scale = std::nullopt,
+    bool use_qk_l2norm_in_kernel = false, const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
 }  // namespace linattn

@@ -35,7 +35,9 @@ __global__ void __launch_bounds__(kRecThreads) recurrent_fwd_kernel(const FwdPar
   const int64_t q_tok = H * K, v_tok = HV * V;
 
   float s[kRows];
-  const float* __restrict__ h0 = static_cast<const float*>(p.h0);
+  // h0 and ht may be the same buffer (fused_recurrent_delta_rule_inplace): no __restrict__ on either. Each
+  // thread reads its state entries here, before the recurrence, and writes the same entries after it.
+  const float* h0 = static_cast<const float*>(p.h0);
 #pragma unroll
   for (int r = 0; r < kRows; ++r) {
     const int d = w + kRecWarps * r;
@@ -95,7 +97,7 @@ __global__ void __launch_bounds__(kRecThreads) recurrent_fwd_kernel(const FwdPar
   }
 
   if (p.ht != nullptr) {
-    float* __restrict__ ht = static_cast<float*>(p.ht) + nh * KV;
+    float* ht = static_cast<float*>(p.ht) + nh * KV;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int d = w + kRecWarps * r;

@@ -30,16 +30,36 @@ def chunk_delta_rule(q, k, v, beta, scale: Optional[float] = None, initial_state
                                          use_qk_l2norm_in_kernel, cu_seqlens), output_final_state)
 
 
-def _write_back(out, initial_state, inplace_final_state):
-    """inplace_final_state: the new state is written into initial_state (one state buffer for serving loops),
-    which is also returned as the final state. The kernels still produce a separate state that is copied in."""
-    if not inplace_final_state:
-        return out
-    if initial_state is None:
-        raise ValueError("inplace_final_state=True needs an initial_state to write into")
-    with torch.no_grad():
-        initial_state.copy_(out[1])
-    return out[0], initial_state
+def _recurrent(q, k, v, g, beta, scale, initial_state, output_final_state, use_qk_l2norm_in_kernel,
+               cu_seqlens, inplace_final_state):
+    """inplace_final_state=True: the final state overwrites initial_state (one state buffer for serving loops),
+    which is also returned as the final state. Without autograd, and with a contiguous state already in the
+    state dtype, the kernel itself writes it (fused_recurrent_delta_rule_inplace: the state is read and written
+    once); otherwise the differentiable op runs and its final state is copied in."""
+    if inplace_final_state:
+        if initial_state is None:
+            raise ValueError("inplace_final_state=True needs an initial_state to write into")
+        tensors = [t for t in (q, k, v, g, beta, initial_state) if t is not None]
+        needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+        state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        if not needs_grad and initial_state.dtype == state_dtype and initial_state.is_contiguous():
+            o = _ops.fused_recurrent_delta_rule_inplace(q, k, v, g, beta, initial_state, scale,
+                                                        use_qk_l2norm_in_kernel, cu_seqlens)
+            return o, initial_state
+    want = output_final_state or inplace_final_state
+    # The op saves its initial state for backward: give it a copy when that buffer is about to be overwritten.
+    h0 = initial_state.clone() if inplace_final_state else initial_state
+    if g is None:
+        out = _ops.fused_recurrent_delta_rule(q, k, v, beta, scale, h0, want, use_qk_l2norm_in_kernel, cu_seqlens)
+    else:
+        out = _ops.fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale, h0, want, use_qk_l2norm_in_kernel,
+                                                    cu_seqlens)
+    o, final_state = _result(out, want)
+    if inplace_final_state:
+        with torch.no_grad():
+            initial_state.copy_(final_state)
+        return o, initial_state
+    return o, final_state
 
 
 def fused_recurrent_delta_rule(q, k, v, beta, scale: Optional[float] = None, initial_state=None,
@@ -48,10 +68,8 @@ def fused_recurrent_delta_rule(q, k, v, beta, scale: Optional[float] = None, ini
                                ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """DeltaNet step by step (decoding)."""
     cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "fused_recurrent_delta_rule")
-    want = output_final_state or inplace_final_state
-    out = _result(_ops.fused_recurrent_delta_rule(q, k, v, beta, scale, initial_state, want,
-                                                  use_qk_l2norm_in_kernel, cu_seqlens), want)
-    return _write_back(out, initial_state, inplace_final_state)
+    return _recurrent(q, k, v, None, beta, scale, initial_state, output_final_state,
+                      use_qk_l2norm_in_kernel, cu_seqlens, inplace_final_state)
 
 
 def chunk_gated_delta_rule(q, k, v, g, beta, scale: Optional[float] = None, initial_state=None,
@@ -69,7 +87,5 @@ def fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale: Optional[float] = 
                                      ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Gated DeltaNet step by step (decoding), differentiable."""
     cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "fused_recurrent_gated_delta_rule")
-    want = output_final_state or inplace_final_state
-    out = _result(_ops.fused_recurrent_gated_delta_rule(q, k, v, g, beta, scale, initial_state, want,
-                                                        use_qk_l2norm_in_kernel, cu_seqlens), want)
-    return _write_back(out, initial_state, inplace_final_state)
+    return _recurrent(q, k, v, g, beta, scale, initial_state,
+                      output_final_state, use_qk_l2norm_in_kernel, cu_seqlens, inplace_final_state)
