@@ -411,8 +411,10 @@ __device__ __forceinline__ void warp_row_dots(float* __restrict__ part, const T*
   }
 }
 
+// Shared memory (70-132 KB) allows at most two CTAs per SM, so registers beyond 128 cost no occupancy; the
+// explicit minimum of 1 CTA lets ptxas use them (it capped the fp16 instantiation at 128 on sm_80 and spilled).
 template <typename T, bool kRangeScale>
-__global__ void __launch_bounds__(kThreadsTc)
+__global__ void __launch_bounds__(kThreadsTc, 1)
     tc_dqk_kernel(const BwdParams p, const float* __restrict__ states, const float* __restrict__ dstates,
                   const float* __restrict__ state_max, const float* __restrict__ dstate_max,
                   float* __restrict__ dg_partial) {
@@ -501,19 +503,19 @@ __global__ void __launch_bounds__(kThreadsTc)
     if (want_dg) sm[i * kLdf + j] = (i < L && j <= i) ? x * sm[i * kLdf + j] : 0.f;
   }
   // v is dead until the dk phase: S_c takes its region.
-  float s_down = 1.f, s_up = 1.f, ds_down = 1.f, ds_up = 1.f;
-  if constexpr (kRangeScale) {
-    const int es = fp16_range_exponent_strided(state_max + (slot * H + h) * tiles + kt * ntv, ntv, 1);
-    const int ed = fp16_range_exponent_strided(dstate_max + (slot * H + h) * tiles + kt * ntv, ntv, 1);
-    s_down = ldexpf(1.f, -es);
-    s_up = ldexpf(1.f, es);
-    ds_down = ldexpf(1.f, -ed);
-    ds_up = ldexpf(1.f, ed);
-  }
+  // fp16 range factors 2^{-e} (down, before rounding) and 2^{e} (up, on the fp32 products) for the S_c and dS
+  // slabs of this K tile: recomputed from the few tile maxima at each use rather than held in registers
+  // across the phases (which pushed the fp16 kernel into spills).
+  const int64_t max_off = (slot * H + h) * tiles + kt * ntv;
+  const auto range_factor = [&](const float* __restrict__ maxima, bool up) {
+    if constexpr (!kRangeScale) return 1.f;
+    const int e = fp16_range_exponent_strided(maxima + max_off, ntv, 1);
+    return ldexpf(1.f, up ? e : -e);
+  };
   const float* __restrict__ S0 = states + (slot * H + h) * KV + int64_t(d0) * V;
   const float* __restrict__ dS = dstates + (slot * H + h) * KV + int64_t(d0) * V;
   const float* __restrict__ S1 = states + ((slot + 1) * H + h) * KV + int64_t(d0) * V;  // leaving the chunk
-  state_slab_to_tile(r2, ldv, S0, V, kcols, V, kTileK, vp, s_down);
+  state_slab_to_tile(r2, ldv, S0, V, kcols, V, kTileK, vp, range_factor(state_max, false));
   __syncthreads();
 
   // Warp w owns key columns 16 w ..; rows past nrb blocks and columns past nkb blocks of sf stay unused.
@@ -542,6 +544,7 @@ __global__ void __launch_bounds__(kThreadsTc)
       if (r < nrb) wmma::store_matrix_sync(col + r * kFrag * kLdf, acc[r], kLdf, wmma::mem_row_major);
     }
     __syncwarp();
+    const float s_up = range_factor(state_max, true);
     for (int e = lane; e < nrb * kFrag * kFrag; e += 32) {
       const int i = e / kFrag, cc = e % kFrag;
       col[i * kLdf + cc] *= scale * expf(sb[i]) * s_up;
@@ -573,7 +576,7 @@ __global__ void __launch_bounds__(kThreadsTc)
     const int i = e / kTileK, d = e % kTileK;
     if (i < L && d < kcols) dqh[i * p.q_tok_stride + d] = from_float<T>(sf[i * kLdf + d]);
   }
-  dstate_slab_part<T, false>(r1, ldv, dS, V, kcols, vp, ds_down);
+  dstate_slab_part<T, false>(r1, ldv, dS, V, kcols, vp, range_factor(dstate_max, false));
   load_value_rows<T>(r2, ldv, p.v, p, h, t0, L, V, vp);
   // carry = sum(dS * S_{c+1}) over this K tile and every value column (fp32, from global memory).
   if (want_dg) {
@@ -598,7 +601,7 @@ __global__ void __launch_bounds__(kThreadsTc)
   for (int part = 0; part < 2; ++part) {
     if (part == 1) {
       __syncthreads();  // every warp is done with the high part
-      dstate_slab_part<T, true>(r1, ldv, dS, V, kcols, vp, ds_down);
+      dstate_slab_part<T, true>(r1, ldv, dS, V, kcols, vp, range_factor(dstate_max, false));
       __syncthreads();
     }
     if (warp < nkb) {
@@ -622,7 +625,7 @@ __global__ void __launch_bounds__(kThreadsTc)
       if (r < nrb) wmma::store_matrix_sync(col + r * kFrag * kLdf, acc[r], kLdf, wmma::mem_row_major);
     }
     __syncwarp();
-    const float bl = sb[kChunk - 1];
+    const float bl = sb[kChunk - 1], ds_up = range_factor(dstate_max, true);
     for (int e = lane; e < nrb * kFrag * kFrag; e += 32) {
       const int j = e / kFrag, cc = e % kFrag;
       col[j * kLdf + cc] *= expf(bl - sb[j]) * ds_up;
