@@ -1,5 +1,5 @@
 #pragma once
-// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, plus a tensor-core forward for scalar gates;
+// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, plus a tensor-core forward and backward for scalar gates;
 // fp32 accumulation everywhere). The glue (ops/gla/gla_cuda.cpp) fills the params, allocates the
 // workspaces and picks the dtype and the path.
 //
