@@ -45,11 +45,12 @@ def window_workload(dev, dtype):
 
 
 def tensor_core_gla_workload(dev, dtype):
-    """chunk_simple_gla forward in half precision takes the tensor-core path (the backward stays SIMT)."""
+    """chunk_simple_gla in half precision takes the tensor-core forward and backward."""
     if dtype == torch.float32:
         return
     cu = torch.tensor([0, 65, 66, 196, 196, 213], device=dev)
-    cases = (((1, 213, 2, 100, 60), cu, True), ((1, 70, 1, 256, 256), None, False), ((2, 1, 1, 7, 7), None, True))
+    cases = (((1, 213, 2, 100, 60), cu, True), ((1, 70, 1, 256, 256), None, False), ((2, 1, 1, 7, 7), None, True),
+             ((1, 130, 1, 128, 33), None, True))
     for (B, T, H, K, V), cu_seqlens, gated in cases:
         q, k = (torch.randn(B, T, H, K, device=dev, dtype=dtype) / K ** 0.25 for _ in range(2))
         v = torch.randn(B, T, H, V, device=dev, dtype=dtype)
@@ -57,7 +58,12 @@ def tensor_core_gla_workload(dev, dtype):
         gamma = torch.full((H,), -0.05, device=dev) if gated else None
         N = B if cu_seqlens is None else cu_seqlens.numel() - 1
         h0 = torch.randn(N, H, K, V, device=dev)
-        linattn.chunk_simple_gla(q, k, v, g, gamma, initial_state=h0, output_final_state=True, cu_seqlens=cu_seqlens)
+        leaves = [t.requires_grad_() for t in (q, k, v, h0) + ((g, gamma) if gated else ())]
+        o, ht = linattn.chunk_simple_gla(q, k, v, g, gamma, initial_state=h0, output_final_state=True,
+                                         cu_seqlens=cu_seqlens)
+        # backward with dg (K > 64: per-K-tile partials and their reduction), dh0 and empty sequences
+        (o.float().sum() + ht.sum()).backward()
+        assert all(t.grad is not None for t in leaves)
 
 
 def main():

@@ -23,9 +23,14 @@ def gla(x):
     o, ht = E.gla_forward(*common, False, True)  # the glue's path: tensor cores for fp16 / bf16 scalar gates
     o_simt, ht_simt = E.gla_forward(*common, False, True, True)
     o_rec, ht_rec = E.gla_forward(*common, True, True)
+    # the glue's path: tensor cores for fp16 / bf16 with a scalar or no gate
     dq, dk, dv, dg, dh0 = E.gla_backward(*common, x["do"], x["dht"])
-    return dict(o=o, ht=ht, o_simt=o_simt, ht_simt=ht_simt, o_rec=o_rec, ht_rec=ht_rec, dq=dq, dk=dk, dv=dv, dg=dg,
-                dh0=dh0)
+    out = dict(o=o, ht=ht, o_simt=o_simt, ht_simt=ht_simt, o_rec=o_rec, ht_rec=ht_rec, dq=dq, dk=dk, dv=dv, dg=dg,
+               dh0=dh0)
+    if x.get("simt_backward"):  # the SIMT backward too, for cases that compare both paths
+        for name, t in zip(("dq", "dk", "dv", "dg", "dh0"), E.gla_backward(*common, x["do"], x["dht"], True)):
+            out[name + "_simt"] = t
+    return out
 
 
 def delta_rule(x):

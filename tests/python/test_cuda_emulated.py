@@ -79,6 +79,19 @@ CASES = [
                                                  dtype=F16)),
     ("gla-gamma-k256-bf16", "gla", dict(B=2, T=65, H=1, K=256, V=130, gate=None, gamma=True, dtype=BF16)),
     ("gla-nogate-t1-fp16", "gla", dict(B=2, T=1, H=2, K=16, V=16, gate=None, dtype=F16)),
+    # The tensor-core backward (fp16 / bf16, scalar / g_gamma / no gate); simt: the SIMT backward as well.
+    # gate "strong": log gates uniform in [-20, 0] per step.
+    ("gla-tc-bwd-scalar-fp16-t200", "gla", dict(B=1, T=200, H=1, K=60, V=100, gate="scalar", dtype=F16, simt=True)),
+    ("gla-tc-bwd-gamma-bf16-t130", "gla", dict(B=1, T=130, H=2, K=100, V=60, gate=None, gamma=True, dtype=BF16)),
+    ("gla-tc-bwd-nogate-fp16-t5", "gla", dict(B=2, T=5, H=1, K=3, V=3, gate=None, dtype=F16)),
+    ("gla-tc-bwd-scalar+gamma-varlen-bf16", "gla", dict(lens=[0, 65, 1, 0, 130], H=1, K=64, V=128, gate="scalar",
+                                                        gamma=True, dtype=BF16, simt=True)),
+    ("gla-tc-bwd-strong-fp16-k128", "gla", dict(B=1, T=200, H=1, K=128, V=64, gate="strong", dtype=F16)),
+    ("gla-tc-bwd-strong+gamma-bf16-k256", "gla", dict(B=1, T=65, H=1, K=256, V=256, gate="strong", gamma=True,
+                                                      dtype=BF16)),
+    ("gla-tc-bwd-scalar-bf16-t1", "gla", dict(B=3, T=1, H=2, K=5, V=7, gate="scalar", dtype=BF16)),
+    ("gla-tc-bwd-nogate-varlen-fp16", "gla", dict(lens=[130, 0, 5], H=1, K=33, V=256, gate=None, dtype=F16,
+                                                  simt=True)),
     ("delta-gated-grouped-b2t65", "delta_rule", dict(B=2, T=65, H=1, HV=2, K=33, V=60, gated=True)),
     ("delta-varlen", "delta_rule", dict(lens=[0, 70, 0, 5, 1], H=2, HV=2, K=7, V=33, gated=False)),
     ("delta-gated-grouped-t130", "delta_rule", dict(B=1, T=130, H=2, HV=4, K=60, V=7, gated=True)),
@@ -128,10 +141,13 @@ def _layout(spec):
 def _make_gla(s):
     B, T, cu, N = _layout(s)
     H, K, V, dt = s["H"], s["K"], s["V"], s.get("dtype", F32)
-    gate = {"key": (B, T, H, K), "scalar": (B, T, H), None: None}[s["gate"]]
+    gate = {"key": (B, T, H, K), "scalar": (B, T, H), "strong": (B, T, H), None: None}[s["gate"]]
+    if s["gate"] == "strong":
+        g = (-20 * torch.rand(gate)).to(dt)
+    else:
+        g = F.logsigmoid(torch.randn(gate) + 2).to(dt) if gate else None
     return dict(q=(torch.randn(B, T, H, K) / K ** 0.25).to(dt), k=(torch.randn(B, T, H, K) / K ** 0.25).to(dt),
-                v=torch.randn(B, T, H, V).to(dt),
-                g=F.logsigmoid(torch.randn(gate) + 2).to(dt) if gate else None,
+                v=torch.randn(B, T, H, V).to(dt), g=g, simt_backward=s.get("simt", False),
                 g_gamma=(-0.3 * torch.rand(H)).to(dt) if s.get("gamma") else None,
                 scale=K ** -0.5, h0=torch.randn(N, H, K, V), cu_seqlens=cu, do=torch.randn(B, T, H, V).to(dt),
                 dht=torch.randn(N, H, K, V))
@@ -332,6 +348,11 @@ def test_gla_chunk_recurrent_and_backward(emulated, cid):
         names["dg"], wanted["dg"] = "dg", "dg"
     if x["g_gamma"] is not None:  # the glue sums the per-token gate gradient over B and T
         names["dg_gamma"], wanted["dg_gamma"] = (lambda out: out["dg"].sum((0, 1))), "dg_gamma"
+    if x.get("simt_backward"):  # both backward paths (tensor cores and SIMT) against the same reference
+        for n in [n for n in names if n.startswith("d")]:
+            src = names[n]
+            names[n + "_simt"] = (lambda out: out["dg_simt"].sum((0, 1))) if n == "dg_gamma" else src + "_simt"
+            wanted[n + "_simt"] = wanted[n]
     _check(emulated, cid, reference, names, wanted)
 
 

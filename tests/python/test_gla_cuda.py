@@ -235,3 +235,124 @@ def test_cuda_tc_forward_matches_simt_path(tmp_path):
         for got, other, exact, same_prec, name in ((o, o_simt, eo, lo, "o"), (ht, ht_simt, eh, lh, "final_state")):
             check(other, exact, same_prec, name + " (SIMT)")
             check(got, other.double(), same_prec, name + " (tensor cores vs SIMT)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tensor-core backward (same inputs as the tensor-core forward): dq, dk, dv, dg, dg_gamma, dh0 against the
+# float64 reference (a few times the same recurrence's error in the input precision), and against the SIMT
+# backward (LINATTN_GLA_FORCE_SIMT=1 in a subprocess).
+
+TC_GRAD_NAMES = ["q", "k", "v", "g", "g_gamma", "h0"]
+
+
+def tc_grads(qkv, kw, h0, cu, do, dht, device, dtype=None, reference=False):
+    """(o, ht, {name: grad}) of sum(o * do) + sum(ht * dht): linattn on CUDA, or (reference, or a dtype) the
+    reference recurrence in dtype (None: the inputs' precision) on device."""
+    leaves = dict(zip(("q", "k", "v"), qkv), **kw, h0=h0)
+    leaves = {n: (t.to(dtype) if dtype is not None else t).to(device).detach().requires_grad_()
+              for n, t in leaves.items()}
+    cu_d = None if cu is None else cu.to(device)
+    if dtype is None and not reference:
+        o, ht = linattn.chunk_simple_gla(leaves["q"], leaves["k"], leaves["v"], leaves.get("g"),
+                                         leaves.get("g_gamma"), initial_state=leaves["h0"],
+                                         output_final_state=True, cu_seqlens=cu_d)
+    else:
+        o, ht = gla_recurrence(leaves["q"], leaves["k"], leaves["v"], leaves.get("g"), leaves.get("g_gamma"),
+                               initial_state=leaves["h0"], output_final_state=True, cu_seqlens=cu_d, dtype=dtype)
+    ((o.double() * do.to(device)).sum() + (ht.double() * dht.to(device)).sum()).backward()
+    return o, ht, {n: t.grad.cpu() for n, t in leaves.items()}
+
+
+def same_precision_grads(qkv, kw, h0, cu, do, dht):
+    return tc_grads(qkv, kw, h0, cu, do, dht, "cuda", reference=True)
+
+
+def tc_backward_check(qkv, kw, h0, cu=None):
+    B, T, H, _ = qkv[0].shape
+    N = B if cu is None else cu.numel() - 1
+    do = torch.randn(B, T, H, qkv[2].shape[-1], dtype=torch.float64)
+    dht = torch.randn(N, H, qkv[0].shape[-1], qkv[2].shape[-1], dtype=torch.float64)
+    _, _, got = tc_grads(qkv, kw, h0, cu, do, dht, "cuda")
+    _, _, exact = tc_grads(qkv, kw, h0, cu, do, dht, "cpu", torch.float64)
+    _, _, same = same_precision_grads(qkv, kw, h0, cu, do, dht)
+    for n in got:
+        assert torch.isfinite(got[n]).all(), f"d{n}: non-finite values"
+        check(got[n], exact[n], same[n], "d" + n, factor=4.0)
+    return got, do, dht
+
+
+@pytest.mark.parametrize("gate", TC_GATES)
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("shape", TC_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cuda_tc_simple_gla_backward_vs_reference(shape, dtype, gate):
+    qkv, kw, h0 = tc_inputs(*shape, dtype, gate)
+    tc_backward_check(qkv, kw, h0)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_simple_gla_backward_varlen_empty_sequences(dtype):
+    lens = [0, 65, 1, 130, 0, 17, 64]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    qkv, kw, _ = tc_inputs(1, sum(lens), 2, 100, 60, dtype, "g+g_gamma")
+    h0 = torch.randn(len(lens), 2, 100, 60)
+    got, _, dht = tc_backward_check(qkv, kw, h0, cu)
+    for n in (0, 4):  # an empty sequence passes dht straight through to dh0
+        torch.testing.assert_close(got["h0"][n], dht[n].float(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("K,V", [(64, 60), (256, 100)])
+def test_cuda_tc_simple_gla_backward_strong_decay(dtype, K, V):
+    qkv, kw, h0 = tc_inputs(2, 300, 2, K, V, dtype, "g", strong=True)
+    assert kw["g"].min() <= -15
+    tc_backward_check(qkv, kw, h0)
+
+
+_SIMT_BWD_SCRIPT = """
+import sys, torch, linattn
+x = torch.load(sys.argv[1])
+out = []
+for qkv, kw, h0, cu, do, dht in x:
+    leaves = dict(zip(("q", "k", "v"), qkv), **kw, h0=h0)
+    leaves = {n: t.cuda().requires_grad_() for n, t in leaves.items()}
+    o, ht = linattn.chunk_simple_gla(leaves["q"], leaves["k"], leaves["v"], leaves.get("g"), leaves.get("g_gamma"),
+                                     initial_state=leaves["h0"], output_final_state=True,
+                                     cu_seqlens=None if cu is None else cu.cuda())
+    ((o.double() * do.cuda()).sum() + (ht.double() * dht.cuda()).sum()).backward()
+    out.append({n: t.grad.cpu() for n, t in leaves.items()})
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_cuda_tc_backward_matches_simt_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+    lens = [0, 70, 1, 129]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    cases = []
+    for dtype in TC_DTYPES:
+        for shape, gate in (((2, 130, 2, 60, 100), "g"), ((1, 65, 1, 256, 7), "g_gamma"),
+                            ((1, 77, 2, 7, 256), "none"), ((1, 200, 1, 128, 64), "g+g_gamma")):
+            qkv, kw, h0 = tc_inputs(*shape, dtype, gate)
+            B, T, H, K = qkv[0].shape
+            V = qkv[2].shape[-1]
+            cases.append((qkv, kw, h0, None, torch.randn(B, T, H, V, dtype=torch.float64),
+                          torch.randn(B, H, K, V, dtype=torch.float64)))
+        qkv, kw, _ = tc_inputs(1, sum(lens), 2, 33, 40, dtype, "g+g_gamma")
+        cases.append((qkv, kw, torch.randn(len(lens), 2, 33, 40), cu, torch.randn(1, sum(lens), 2, 40,
+                                                                                  dtype=torch.float64),
+                      torch.randn(len(lens), 2, 33, 40, dtype=torch.float64)))
+    torch.save(cases, tmp_path / "in.pt")
+    env = dict(os.environ, LINATTN_GLA_FORCE_SIMT="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run([sys.executable, "-c", _SIMT_BWD_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True, timeout=600)
+    simt = torch.load(tmp_path / "out.pt")
+    for (qkv, kw, h0, cu, do, dht), grads_simt in zip(cases, simt):
+        _, _, got = tc_grads(qkv, kw, h0, cu, do, dht, "cuda")
+        _, _, exact = tc_grads(qkv, kw, h0, cu, do, dht, "cpu", torch.float64)
+        _, _, same = same_precision_grads(qkv, kw, h0, cu, do, dht)
+        assert not torch.equal(got["q"], grads_simt["q"]), "LINATTN_GLA_FORCE_SIMT=1 did not switch the path"
+        for n in got:
+            check(grads_simt[n], exact[n], same[n], f"d{n} (SIMT)", factor=4.0)
+            check(got[n], grads_simt[n].double(), same[n], f"d{n} (tensor cores vs SIMT)", factor=4.0)

@@ -82,10 +82,11 @@ __device__ __forceinline__ void scalar_gate_cumsum(float* __restrict__ sb, const
 
 template <typename T>
 struct StateSmem {  // byte offsets into the realigned dynamic buffer
-  size_t k, v, stage, gate, red, launch_bytes;
-  __host__ __device__ StateSmem() {
+  size_t k, k_lo, v, stage, gate, red, launch_bytes;
+  __host__ __device__ explicit StateSmem(bool split_keys = false) {
     wt::SmemCarver c;
     k = c.take<T>(RowTile<T>::kElems);      // decayed keys [64 rows x 64 key columns]
+    k_lo = split_keys ? c.take<T>(RowTile<T>::kElems) : k;  // their rounding residue (kSplitKeys)
     v = c.take<T>(RowTile<T>::kElems);      // values [64 rows x 64 value columns]
     stage = c.take<float>(F32Tile::kElems);  // the state tile between accumulators and global memory
     gate = c.take<float>(kChunk);
@@ -118,19 +119,26 @@ __device__ __forceinline__ float stage_to_state(float* __restrict__ dst, const f
   return m;
 }
 
-template <typename T, bool kTrackMax>
+// The backward's states pass sets both flags. kFinalSlot: the state leaving the last chunk also goes to the slot
+// after the sequence's chunks, where the backward's gate gradient reads it as "the state leaving the chunk".
+// kSplitKeys: the decayed keys enter as hi + lo (two 16-bit parts, twice the products): the gate gradient
+// sums dS * S over the state once per chunk and adds it to all 64 rows, so one rounding of the decayed keys
+// would be weighted by the chunk length there (the forward's outputs see it once).
+template <typename T, bool kTrackMax, bool kFinalSlot = false, bool kSplitKeys = false>
 __global__ void __launch_bounds__(kThreadsTc)
     tc_state_kernel(const FwdParams p, float* __restrict__ states, float* __restrict__ tile_max) {
   using Fr = wt::Frag<T>;
   constexpr int kLd = RowTile<T>::kLd, kLdf = F32Tile::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
-  const StateSmem<T> lay;
+  const StateSmem<T> lay(kSplitKeys);
   T* __restrict__ sk = reinterpret_cast<T*>(base + lay.k);
+  T* __restrict__ skl = reinterpret_cast<T*>(base + lay.k_lo);
   T* __restrict__ sv = reinterpret_cast<T*>(base + lay.v);
   float* __restrict__ stage = reinterpret_cast<float*>(base + lay.stage);
   float* __restrict__ sb = reinterpret_cast<float*>(base + lay.gate);
   float* __restrict__ red = reinterpret_cast<float*>(base + lay.red);
+  const bool split = kSplitKeys && p.g != nullptr;  // undecayed keys are exact in the input dtype
 
   const int64_t H = p.heads, nh = blockIdx.x, n = nh / H, h = nh % H;
   const int K = static_cast<int>(p.dim_k), V = static_cast<int>(p.dim_v);
@@ -182,7 +190,9 @@ __global__ void __launch_bounds__(kThreadsTc)
         const int j = e / kTileK, d = e % kTileK;
         float x = 0.f;
         if (j < L && d < kcols) x = to_float(kh[(t0 + j) * p.k_tok_stride + d]) * expf(bl - sb[j]);
-        sk[j * kLd + d] = from_float<T>(x);
+        const T hi = from_float<T>(x);
+        sk[j * kLd + d] = hi;
+        if (kSplitKeys) skl[j * kLd + d] = from_float<T>(x - to_float(hi));
       }
     }
     wt::load_rows_padded<kThreadsTc>(sv, kLd, vh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTileV);
@@ -199,28 +209,31 @@ __global__ void __launch_bounds__(kThreadsTc)
       for (int cb = 0; cb < kWarps; ++cb) wt::scale_fragment(acc[cb], decay);
       const int nrb = static_cast<int>(ceil_div(L, kFrag));  // rows past L are zero
       for (int jb = 0; jb < nrb; ++jb) {
-        typename Fr::ACol a;  // (decayed K)^T: a column-major view of the row-major key tile
+        typename Fr::ACol a, a_lo;  // (decayed K)^T: a column-major view of the row-major key tile
         wmma::load_matrix_sync(a, sk + jb * kFrag * kLd + warp * kFrag, kLd);
+        if (split) wmma::load_matrix_sync(a_lo, skl + jb * kFrag * kLd + warp * kFrag, kLd);
 #pragma unroll
         for (int cb = 0; cb < kWarps; ++cb) {
           if (cb < nvb) {
             typename Fr::BRow b;
             wmma::load_matrix_sync(b, sv + jb * kFrag * kLd + cb * kFrag, kLd);
             wmma::mma_sync(acc[cb], a, b, acc[cb]);
+            if (split) wmma::mma_sync(acc[cb], a_lo, b, acc[cb]);
           }
         }
       }
     }
   }
 
-  if (p.ht == nullptr) return;  // uniform over the block
+  if (!kFinalSlot && p.ht == nullptr) return;  // uniform over the block
   __syncthreads();  // the stage was last read before the final chunk's products
 #pragma unroll
   for (int cb = 0; cb < kWarps; ++cb) {
     wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
   }
   __syncthreads();
-  stage_to_state(static_cast<float*>(p.ht) + nh * KV + tile_off, stage, V, kcols, vcols);
+  if (kFinalSlot) stage_to_state(states + ((slot0 + nchunks) * H + h) * KV + tile_off, stage, V, kcols, vcols);
+  if (p.ht != nullptr) stage_to_state(static_cast<float*>(p.ht) + nh * KV + tile_off, stage, V, kcols, vcols);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -255,16 +268,28 @@ __device__ __forceinline__ void score_block(int blk, int& i, int& j) {
   j = blk;
 }
 
-// fp16: exponent e with max |S_c| 2^-e < 2^14 over the K tiles of V tile vt (0 for a zero or non-finite max).
-__device__ __forceinline__ int fp16_range_exponent(const float* __restrict__ maxima, int64_t ntk, int64_t ntv,
-                                                   int vt) {
-  float m = 0.f;
-  for (int64_t kt = 0; kt < ntk; ++kt) m = fmaxf(m, maxima[kt * ntv + vt]);
+// fp16: exponent e with m 2^-e < 2^14 for a tile maximum m (0 for a zero or non-finite m).
+__device__ __forceinline__ int fp16_exponent_for_max(float m) {
   if (!(m > 0.f) || !isfinite(m)) return 0;
   int e = 0;
   frexpf(m, &e);  // m < 2^e
   e -= static_cast<int>(kFp16Headroom);
   return e < -120 ? -120 : (e > 120 ? 120 : e);  // 2^e and 2^-e stay normal floats
+}
+
+// The exponent for max |S| over `count` tile maxima `stride` apart (the K tiles of one V tile, or the V tiles
+// of one K tile): one exponent per operand slab, so a product summed over the slab sees a single scale.
+__device__ __forceinline__ int fp16_range_exponent_strided(const float* __restrict__ maxima, int64_t count,
+                                                           int64_t stride) {
+  float m = 0.f;
+  for (int64_t i = 0; i < count; ++i) m = fmaxf(m, maxima[i * stride]);
+  return fp16_exponent_for_max(m);
+}
+
+// Over the K tiles of V tile vt.
+__device__ __forceinline__ int fp16_range_exponent(const float* __restrict__ maxima, int64_t ntk, int64_t ntv,
+                                                   int vt) {
+  return fp16_range_exponent_strided(maxima + vt, ntk, ntv);
 }
 
 template <typename T, bool kRangeScale>

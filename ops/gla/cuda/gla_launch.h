@@ -1,5 +1,5 @@
 #pragma once
-// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, plus a tensor-core forward for scalar gates;
+// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, plus a tensor-core forward and backward for scalar gates;
 // fp32 accumulation everywhere). The glue (ops/gla/gla_cuda.cpp) fills the params, allocates the
 // workspaces and picks the dtype and the path.
 //
@@ -67,6 +67,37 @@ inline int64_t chunk_forward_tc_workspace_floats(const FwdParams& p) {
 
 template <DType D>
 void chunk_forward_tc(const FwdParams& p, float* workspace, cudaStream_t stream);
+
+// Tensor-core chunked backward (ops/gla/cuda/gla_bwd_tc.cuh) for the inputs the tensor-core forward takes:
+// fp16 / bf16 with a scalar, per-head constant or no gate. Same outputs as chunk_backward (dq, dk, dv, dg
+// summed over K, dh0).
+inline bool tc_backward_supported(DType d, const FwdParams& p) { return tc_forward_supported(d, p); }
+
+// Offsets (floats) of the regions of chunk_backward_tc's fp32 workspace, allocated by the caller as one buffer.
+struct TcBwdWorkspaceLayout {
+  int64_t states = 0;      // [slots, H, K, V]: the state entering every chunk, then each sequence's final state
+  int64_t dstates = 0;     // [slots, H, K, V]: gradient w.r.t. the state leaving every chunk
+  int64_t state_max = 0;   // [slots, H, K tiles, V tiles]: max |state| per tile (fp16 range scaling)
+  int64_t dstate_max = 0;  // [slots, H, K tiles, V tiles]: max |dstate| per tile
+  int64_t dg_partial = 0;  // [K tiles, B*T, H]: per-K-tile partial sums of dg (only with dg and K > 64)
+  int64_t total = 0;
+};
+
+inline TcBwdWorkspaceLayout chunk_backward_tc_workspace(const BwdParams& p) {
+  const int64_t ntk = (p.dim_k + kTcTileK - 1) / kTcTileK, ntv = (p.dim_v + kTcTileV - 1) / kTcTileV;
+  const int64_t slots_h = num_state_slots(p) * p.heads;
+  TcBwdWorkspaceLayout w;
+  w.states = 0;
+  w.dstates = w.states + slots_h * p.dim_k * p.dim_v;
+  w.state_max = w.dstates + slots_h * p.dim_k * p.dim_v;
+  w.dstate_max = w.state_max + slots_h * ntk * ntv;
+  w.dg_partial = w.dstate_max + slots_h * ntk * ntv;
+  w.total = w.dg_partial + ((p.dg != nullptr && ntk > 1) ? ntk * p.batch * p.seqlen * p.heads : 0);
+  return w;
+}
+
+template <DType D>
+void chunk_backward_tc(const BwdParams& p, float* workspace, cudaStream_t stream);
 
 // Step-by-step recurrence (fused_recurrent_*), meant for decoding: reads h0 once, writes ht once.
 template <DType D>

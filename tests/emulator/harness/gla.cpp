@@ -1,5 +1,5 @@
 // GLA launchers on the emulator; mirrors ops/gla/gla_cuda.cpp and the shared glue of ops/gla/gla_common.cpp
-// (gate layouts, params, fp32 workspaces, the tensor-core / SIMT choice of the chunked forward).
+// (gate layouts, params, fp32 workspaces, the tensor-core / SIMT choice of the chunked forward and backward).
 #include <torch/library.h>
 
 #include "common.h"
@@ -97,10 +97,35 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
   return {o, ht};
 }
 
+// The glue's choice of backward: the tensor-core kernels for the inputs the tensor-core forward takes, unless
+// force_simt.
+template <gpu::DType D>
+void chunk_backward(const linattn::gla::BwdParams& p, Fence& fence, bool force_simt) {
+#if __has_include("ops/gla/cuda/gla_bwd_tc.cuh")
+  if constexpr (D != gpu::DType::kFloat32) {
+    if (gpu::tc_backward_supported(D, p) && !force_simt) {
+      const at::Tensor ws =
+          fence.empty({gpu::chunk_backward_tc_workspace(p).total}, at::kFloat, "tc backward workspace");
+      gpu::chunk_backward_tc<D>(p, ws.data_ptr<float>(), nullptr);
+      return;
+    }
+  }
+#endif
+  const gpu::BwdWorkspaceSizes sizes = gpu::bwd_workspace_sizes(p);
+  const at::Tensor states = fence.empty({sizes.state_elems}, at::kFloat, "ws.states");
+  const at::Tensor dstates = fence.empty({sizes.state_elems}, at::kFloat, "ws.dstates");
+  const at::Tensor dg_partial = fence.empty({sizes.dg_partial_elems}, at::kFloat, "ws.dg_partial");
+  gpu::BwdWorkspace ws;
+  ws.states = states.data_ptr<float>();
+  ws.dstates = dstates.data_ptr<float>();
+  ws.dg_partial = sizes.dg_partial_elems > 0 ? dg_partial.data_ptr<float>() : nullptr;
+  gpu::chunk_backward<D>(p, ws, nullptr);
+}
+
 // Returns dq, dk, dv, dg (fp32, [B,T,H,K] or [B,T,H]; empty without gates), dh0 (empty without h0).
 std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
                                  const OptTensor& g_gamma, double scale, const OptTensor& h0, const OptTensor& cu,
-                                 const at::Tensor& d_o, const OptTensor& dht) {
+                                 const at::Tensor& d_o, const OptTensor& dht, bool force_simt) {
   GlaCall c;
   setup(c, q, k, v, g, g_gamma, scale, h0, cu);
   linattn::gla::BwdParams p;
@@ -126,15 +151,8 @@ std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const
   p.dg_sum_k = dg.defined() && dg.dim() == 3;
   p.dh0 = dh0.defined() ? dh0.data_ptr() : nullptr;
   if (q.numel() > 0 || dh0.defined()) {
-    const gpu::BwdWorkspaceSizes sizes = gpu::bwd_workspace_sizes(p);
-    const at::Tensor states = c.fence.empty({sizes.state_elems}, at::kFloat, "ws.states");
-    const at::Tensor dstates = c.fence.empty({sizes.state_elems}, at::kFloat, "ws.dstates");
-    const at::Tensor dg_partial = c.fence.empty({sizes.dg_partial_elems}, at::kFloat, "ws.dg_partial");
-    gpu::BwdWorkspace ws;
-    ws.states = states.data_ptr<float>();
-    ws.dstates = dstates.data_ptr<float>();
-    ws.dg_partial = sizes.dg_partial_elems > 0 ? dg_partial.data_ptr<float>() : nullptr;
-    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() { gpu::chunk_backward<D>(p, ws, nullptr); });
+    dispatch_dtype<gpu::DType>(q.scalar_type(),
+                               [&]<gpu::DType D>() { chunk_backward<D>(p, c.fence, force_simt); });
   }
   c.fence.check();
   const at::Tensor none = at::empty({0});
@@ -148,7 +166,7 @@ TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
         "Tensor? cu_seqlens, bool recurrent, bool final_state, bool force_simt=False) -> (Tensor, Tensor)",
         &forward);
   m.def("gla_backward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor? g_gamma, float scale, Tensor? h0, "
-        "Tensor? cu_seqlens, Tensor do, Tensor? dht) -> Tensor[]",
+        "Tensor? cu_seqlens, Tensor do, Tensor? dht, bool force_simt=False) -> Tensor[]",
         &backward);
 }
 
