@@ -307,8 +307,8 @@ __global__ void __launch_bounds__(kThreadsTc) tc_ut_kernel(const FwdParams p, co
 template <typename T>
 struct StateSmem {  // byte offsets into the realigned dynamic buffer, for K padded to kp
   int ldx;
-  size_t x, stage, s, vn, vd, pm, f32, b, beta, red, launch_bytes;
-  __host__ __device__ explicit StateSmem(int kp) {
+  size_t x, stage, s, vn, vd, vn_lo, vd_lo, pm, f32, b, beta, red, launch_bytes;
+  __host__ __device__ StateSmem(int kp, bool split) {
     ldx = wt::padded_ld<T>(kp);
     wt::SmemCarver c;
     // The fp32 state stage is dead once S0 is rounded; W, Q and K are loaded after that, one at a time.
@@ -318,6 +318,8 @@ struct StateSmem {  // byte offsets into the realigned dynamic buffer, for K pad
     s = c.take<T>(int64_t(kp) * HalfVTile<T>::kLd);  // [kp x 32] S0 in the input dtype (range-scaled for fp16)
     vn = c.take<T>(HalfVTile<T>::kElems);             // [64 x 32] Vn
     vd = c.take<T>(HalfVTile<T>::kElems);             // [64 x 32] Dm_Lj Vn_j
+    vn_lo = c.take<T>(split ? HalfVTile<T>::kElems : 0);  // split: the rounding residuals of vn and vd
+    vd_lo = c.take<T>(split ? HalfVTile<T>::kElems : 0);
     pm = c.take<T>(HalfChunk<T>::kElems);             // [64 x 64] P
     f32 = c.take<float>(F32VTile::kElems);            // [64 x 32] W S0, then the output tile
     b = c.take<float>(kChunk);
@@ -340,7 +342,10 @@ __device__ __forceinline__ int fp16_range_exponent(float m) {
   return e < -120 ? -120 : (e > 120 ? 120 : e);  // 2^e and 2^-e stay normal floats
 }
 
-template <typename T, int kBlocksPerWarp, bool kRangeScale>
+// kRangeScale (fp16): S0 scaled by a power of two before rounding. kSplit (bf16): Vn and Dm_L Vn are passed as
+// hi + lo (both rounded) to the P Vn and K^T (Dm_L Vn) products, which keeps a bf16 rounding of Vn out of the
+// carried state (it compounded over the chunks of a sequence).
+template <typename T, int kBlocksPerWarp, bool kRangeScale, bool kSplit>
 __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p, const TcFwdWorkspace ws) {
   static_assert(kBlocksPerWarp >= 1 && kBlocksPerWarp * kWarps * kFrag <= int(kMaxHeadDim),
                 "kBlocksPerWarp state row blocks per warp must cover K <= 256 with 4 warps");
@@ -350,13 +355,15 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
   const int kp = wt::round_up_frag(K), nks = kp / kFrag;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
-  const StateSmem<T> lay(kp);
+  const StateSmem<T> lay(kp, kSplit);
   const int ldx = lay.ldx;
   T* __restrict__ sx = reinterpret_cast<T*>(base + lay.x);
   float* __restrict__ stage = reinterpret_cast<float*>(base + lay.stage);
   T* __restrict__ ss = reinterpret_cast<T*>(base + lay.s);
   T* __restrict__ svn = reinterpret_cast<T*>(base + lay.vn);
   T* __restrict__ svd = reinterpret_cast<T*>(base + lay.vd);
+  T* __restrict__ svn_lo = reinterpret_cast<T*>(base + lay.vn_lo);
+  T* __restrict__ svd_lo = reinterpret_cast<T*>(base + lay.vd_lo);
   T* __restrict__ sp = reinterpret_cast<T*>(base + lay.pm);
   float* __restrict__ sf = reinterpret_cast<float*>(base + lay.f32);
   float* __restrict__ sb = reinterpret_cast<float*>(base + lay.b);
@@ -471,8 +478,14 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
         const int i = rb * kFrag + e / kTileV, col = e % kTileV;
         float x = 0.f;
         if (i < L && col < vcols) x = u[int64_t(i) * V + col] - range_up * frow[(e / kTileV) * kLdf + col];
-        svn[i * kLdS + col] = from_float<T>(x);
-        svd[i * kLdS + col] = from_float<T>(x * expf(bl - sb[i]));
+        const float xd = x * expf(bl - sb[i]);
+        const T hn = from_float<T>(x), hd = from_float<T>(xd);
+        svn[i * kLdS + col] = hn;
+        svd[i * kLdS + col] = hd;
+        if constexpr (kSplit) {
+          svn_lo[i * kLdS + col] = from_float<T>(x - to_float(hn));
+          svd_lo[i * kLdS + col] = from_float<T>(xd - to_float(hd));
+        }
       }
     }
     __syncthreads();  // W is dead: Q takes the region; every warp's Vn rows are ready
@@ -517,6 +530,10 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
             wmma::load_matrix_sync(a, sp + rb * kFrag * kLdp + jb * kFrag, kLdp);
             wmma::load_matrix_sync(b, svn + jb * kFrag * kLdS + cb * kFrag, kLdS);
             wmma::mma_sync(o[cb], a, b, o[cb]);
+            if constexpr (kSplit) {
+              wmma::load_matrix_sync(b, svn_lo + jb * kFrag * kLdS + cb * kFrag, kLdS);
+              wmma::mma_sync(o[cb], a, b, o[cb]);
+            }
           }
           wmma::store_matrix_sync(frow + cb * kFrag, o[cb], kLdf, wmma::mem_row_major);
         }
@@ -549,6 +566,10 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
             typename Fr::BRow b;
             wmma::load_matrix_sync(b, svd + jb * kFrag * kLdS + cb * kFrag, kLdS);
             wmma::mma_sync(acc[r][cb], a, b, acc[r][cb]);
+            if constexpr (kSplit) {
+              wmma::load_matrix_sync(b, svd_lo + jb * kFrag * kLdS + cb * kFrag, kLdS);
+              wmma::mma_sync(acc[r][cb], a, b, acc[r][cb]);
+            }
           }
         }
       }
@@ -578,8 +599,8 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
 template <typename T, int kBlocksPerWarp>
 void launch_state(const FwdParams& p, const TcFwdWorkspace& ws, cudaStream_t stream) {
   constexpr bool kFp16 = std::is_same_v<T, __half>;
-  const size_t smem = StateSmem<T>(wt::round_up_frag(p.dim_k)).launch_bytes;
-  auto kernel = tc_state_kernel<T, kBlocksPerWarp, kFp16>;
+  const size_t smem = StateSmem<T>(wt::round_up_frag(p.dim_k), !kFp16).launch_bytes;
+  auto kernel = tc_state_kernel<T, kBlocksPerWarp, kFp16, !kFp16>;
   cuda_utils::prepare_dynamic_smem(kernel, smem);
   const dim3 grid(static_cast<unsigned>(p.num_seqs * p.value_heads), static_cast<unsigned>(ceil_div(p.dim_v, kTileV)));
   kernel<<<grid, kThreadsTc, smem, stream>>>(p, ws);
