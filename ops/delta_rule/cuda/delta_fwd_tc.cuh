@@ -22,8 +22,10 @@
 // inverted in fp32 because the substitution is where errors would compound over 64 dependent rows; rounding
 // the finished T once costs one input-precision ulp, the same as rounding W. U stays fp32 in the workspace
 // because Vn = U - W S0 can cancel. S0 is rounded for W S0 and Q S0 each chunk, but the carried state never
-// leaves fp32, so that rounding does not compound across chunks. fp16 has 5 exponent bits: each chunk's S0 is
-// scaled by an exact power of two from the CTA's max |S0| before the conversion (bf16 skips it). Not guarded:
+// leaves fp32, so that rounding does not compound across chunks. Vn does enter the carried state (K^T Vn), so
+// in bf16 (8 mantissa bits) it goes to the products as hi + lo, two bf16 operands (see tc_state_kernel); fp16
+// keeps one rounding (11 bits). fp16 has 5 exponent bits: each chunk's S0 is scaled by an exact power of two
+// from the CTA's max |S0| before the conversion (bf16 skips it). Not guarded:
 // fp16 |P| or |W| above 65504 (scores above fp16's range; fla has the same limit).
 // Stability: the only exponents are b_i - b_j with j <= i (masked before the exp), b_i and b_L - b_j, all
 // <= 0 for log decays, so gates of -20 per step over long sequences underflow to 0 instead of overflowing.
