@@ -1,7 +1,7 @@
 """Small CUDA workload for compute-sanitizer (memcheck / racecheck / synccheck): every GLA, delta-rule,
 sliding-window and LoLCATs op forward and backward at odd sizes, varlen with empty sequences, initial states,
 grouped value heads, windows shorter and longer than a tile, fp32/fp16/bf16, and the tensor-core chunk_simple_gla
-forward (fp16/bf16)."""
+and chunk_(gated_)delta_rule forwards (fp16/bf16)."""
 import torch
 import torch.nn.functional as F
 
@@ -66,6 +66,26 @@ def tensor_core_gla_workload(dev, dtype):
         assert all(t.grad is not None for t in leaves)
 
 
+def tensor_core_delta_workload(dev, dtype):
+    """chunk_(gated_)delta_rule forward in half precision takes the tensor-core path (the backward stays SIMT):
+    varlen with empty sequences, grouped value heads, odd and the largest head dims, T = 1, strong decay."""
+    if dtype == torch.float32:
+        return
+    cu = torch.tensor([0, 65, 66, 196, 196, 213], device=dev)
+    cases = (((1, 213, 1, 2, 100, 60), cu), ((1, 70, 1, 1, 256, 256), None), ((2, 1, 1, 2, 7, 7), None),
+             ((1, 130, 2, 4, 3, 33), None))
+    for (B, T, H, HV, K, V), cu_seqlens in cases:
+        q, k = (torch.randn(B, T, H, K, device=dev, dtype=dtype) for _ in range(2))
+        v = torch.randn(B, T, HV, V, device=dev, dtype=dtype)
+        beta = torch.rand(B, T, HV, device=dev, dtype=dtype)
+        g = (-20 * torch.rand(B, T, HV, device=dev) ** 4).to(dtype)
+        N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        h0 = torch.randn(N, HV, K, V, device=dev)
+        kw = dict(initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=True, cu_seqlens=cu_seqlens)
+        linattn.chunk_delta_rule(q, k, v, beta, **kw)
+        linattn.chunk_gated_delta_rule(q, k, v, g, beta, **kw)
+
+
 def main():
     dev = "cuda"
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
@@ -90,6 +110,7 @@ def main():
         delta_rule_workload(dev, dtype)
         window_workload(dev, dtype)
         tensor_core_gla_workload(dev, dtype)
+        tensor_core_delta_workload(dev, dtype)
     torch.cuda.synchronize()
     print("sanitize workload done")
 

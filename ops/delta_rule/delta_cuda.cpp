@@ -1,5 +1,6 @@
 // CUDA backend of the delta-rule ops: float32, float16 and bfloat16 inputs (fp32 beta, gates, states and
-// accumulation). The kernels are torch-free (ops/delta_rule/cuda/); this file checks what they support, picks
+// accumulation). Chunked forwards in fp16 / bf16 run on tensor cores (delta_fwd_tc.cuh) unless
+// LINATTN_DELTA_FORCE_SIMT=1; fp32, the recurrent forward and the backward run on the SIMT kernels. The kernels are torch-free (ops/delta_rule/cuda/); this file checks what they support, picks
 // the dtype, allocates the outputs and the backward workspaces with the caching allocator and launches on the
 // current stream of q's device (c10::cuda::getCurrentCUDAStream; c10/cuda headers avoid
 // ATen/cuda/CUDAContext.h, which pulls in cuSPARSE/cuBLAS headers). setup.py and CMakeLists.txt leave this
@@ -18,8 +19,10 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <cstdlib>
 #include <limits>
 #include <optional>
+#include <string>
 
 #include "core/checks.h"
 #include "ops/delta_rule/cuda/delta_launch.h"
@@ -65,13 +68,46 @@ std::optional<c10::Device> cuda_device_of(const at::Tensor& q) {
   return q.is_cuda() ? std::optional<c10::Device>(q.device()) : std::nullopt;
 }
 
+// LINATTN_DELTA_FORCE_SIMT=1 keeps fp16 / bf16 chunked forwards on the fp32 SIMT kernel, so one GPU session
+// can compare both paths (a subprocess per setting: the variable is read once).
+bool force_simt() {
+  static const bool force = [] {
+    const char* env = std::getenv("LINATTN_DELTA_FORCE_SIMT");
+    return env != nullptr && std::string(env) == "1";
+  }();
+  return force;
+}
+
+// Tensor-core chunked forward (fp16 / bf16). Its workspaces come from the caching allocator on the current
+// device (the caller's guard made it q's): stream-ordered, so freeing them once the launches are queued is
+// safe. The backward never reads them (it recomputes with the SIMT states pass).
 template <gpu::DType D>
-void launch_forward(const FwdParams& p, bool recurrent, cudaStream_t stream) {
+void run_chunk_forward_tc(const FwdParams& p, at::ScalarType dtype, cudaStream_t stream) {
+  const gpu::TcFwdWorkspaceSizes sizes = gpu::tc_fwd_workspace_sizes(p);
+  const auto opts = at::TensorOptions().device(c10::Device(c10::DeviceType::CUDA, c10::cuda::current_device()));
+  const at::Tensor w = at::empty({sizes.w_elems}, opts.dtype(dtype));
+  const at::Tensor pm = at::empty({sizes.p_elems}, opts.dtype(dtype));
+  const at::Tensor u = at::empty({sizes.u_elems}, opts.dtype(at::kFloat));
+  gpu::TcFwdWorkspace ws;
+  ws.w = w.data_ptr();
+  ws.p = pm.data_ptr();
+  ws.u = u.data_ptr<float>();
+  gpu::chunk_forward_tc<D>(p, ws, stream);
+}
+
+template <gpu::DType D>
+void launch_forward(const FwdParams& p, at::ScalarType dtype, bool recurrent, cudaStream_t stream) {
   if (recurrent) {
     gpu::recurrent_forward<D>(p, stream);
-  } else {
-    gpu::chunk_forward<D>(p, stream);
+    return;
   }
+  if constexpr (D != gpu::DType::kFloat32) {
+    if (gpu::tc_forward_supported(D) && !force_simt()) {
+      run_chunk_forward_tc<D>(p, dtype, stream);
+      return;
+    }
+  }
+  gpu::chunk_forward<D>(p, stream);
 }
 
 struct CudaBackend {
@@ -91,13 +127,13 @@ struct CudaBackend {
     const cudaStream_t stream = current_stream();
     switch (to_gpu_dtype(dtype)) {
       case gpu::DType::kFloat32:
-        launch_forward<gpu::DType::kFloat32>(p, recurrent, stream);
+        launch_forward<gpu::DType::kFloat32>(p, dtype, recurrent, stream);
         break;
       case gpu::DType::kFloat16:
-        launch_forward<gpu::DType::kFloat16>(p, recurrent, stream);
+        launch_forward<gpu::DType::kFloat16>(p, dtype, recurrent, stream);
         break;
       case gpu::DType::kBFloat16:
-        launch_forward<gpu::DType::kBFloat16>(p, recurrent, stream);
+        launch_forward<gpu::DType::kBFloat16>(p, dtype, recurrent, stream);
         break;
     }
   }

@@ -35,10 +35,12 @@ def gla(x):
 
 def delta_rule(x):
     common = (x["q"], x["k"], x["v"], x["g"], x["beta"], x["scale"], x["h0"], x["cu_seqlens"])
-    o, ht = E.delta_forward(*common, False, True)
+    o, ht = E.delta_forward(*common, False, True)  # the glue's path: tensor cores for fp16 / bf16
+    o_simt, ht_simt = E.delta_forward(*common, False, True, True)
     o_rec, ht_rec = E.delta_forward(*common, True, True)
     dq, dk, dv, dbeta, dg, dh0 = E.delta_backward(*common, x["do"], x["dht"])
-    return dict(o=o, ht=ht, o_rec=o_rec, ht_rec=ht_rec, dq=dq, dk=dk, dv=dv, dbeta=dbeta, dg=dg, dh0=dh0)
+    return dict(o=o, ht=ht, o_simt=o_simt, ht_simt=ht_simt, o_rec=o_rec, ht_rec=ht_rec, dq=dq, dk=dk, dv=dv,
+                dbeta=dbeta, dg=dg, dh0=dh0)
 
 
 def swa(x):

@@ -101,6 +101,27 @@ CASES = [
     ("delta-gated-varlen-t256", "delta_rule", dict(lens=[64, 1, 0, 128, 63], H=1, HV=2, K=32, V=32, gated=True)),
     ("delta-gated-fp16", "delta_rule", dict(B=1, T=65, H=1, HV=1, K=60, V=33, gated=True, dtype=F16)),
     ("delta-grouped-bf16", "delta_rule", dict(B=1, T=70, H=1, HV=3, K=33, V=7, gated=False, dtype=BF16)),
+    # The tensor-core chunked forward (fp16 / bf16; the glue's path, compared with the SIMT one and the
+    # recurrence too): odd and tile-width head dims, T around the chunk size, grouped heads, varlen with empty
+    # sequences, L2-normalised q / k as the glue makes them, beta near 1, log gates down to -20 per step.
+    ("delta-tc-gated-grouped-t130-fp16", "delta_rule", dict(B=1, T=130, H=1, HV=2, K=60, V=100, gated=True,
+                                                            l2=True, dtype=F16)),
+    ("delta-tc-t65-k3v3-bf16", "delta_rule", dict(B=2, T=65, H=2, HV=2, K=3, V=3, gated=False, dtype=BF16)),
+    ("delta-tc-t1-fp16", "delta_rule", dict(B=2, T=1, H=1, HV=2, K=5, V=7, gated=True, dtype=F16)),
+    ("delta-tc-t5-k100v60-bf16", "delta_rule", dict(B=1, T=5, H=2, HV=4, K=100, V=60, gated=True, l2=True,
+                                                    dtype=BF16)),
+    ("delta-tc-varlen-fp16", "delta_rule", dict(lens=[0, 70, 0, 5, 64, 1], H=1, HV=2, K=64, V=33, gated=True,
+                                                l2=True, dtype=F16)),
+    ("delta-tc-varlen-bf16", "delta_rule", dict(lens=[130, 0, 65], H=2, HV=4, K=33, V=64, gated=False, l2=True,
+                                                dtype=BF16)),
+    ("delta-tc-t200-k128v128-bf16", "delta_rule", dict(B=1, T=200, H=1, HV=1, K=128, V=128, gated=True, l2=True,
+                                                       dtype=BF16)),
+    ("delta-tc-k256v256-fp16", "delta_rule", dict(B=1, T=70, H=1, HV=1, K=256, V=256, gated=True, l2=True,
+                                                  dtype=F16)),
+    ("delta-tc-beta1-fp16", "delta_rule", dict(B=1, T=130, H=1, HV=2, K=64, V=64, gated=False, l2=True, hard=True,
+                                               dtype=F16)),
+    ("delta-tc-beta1-strong-decay-bf16", "delta_rule", dict(B=1, T=200, H=1, HV=1, K=60, V=40, gated="strong",
+                                                            l2=True, hard=True, dtype=BF16)),
     ("swa-b2t65-w5", "swa", dict(B=2, T=65, H=2, K=33, V=60, w=5)),
     ("swa-varlen-w20", "swa", dict(lens=[0, 70, 0, 65, 1], H=1, K=7, V=7, w=20)),
     ("swa-t130-w64", "swa", dict(B=1, T=130, H=1, K=60, V=100, w=64)),
@@ -153,14 +174,30 @@ def _make_gla(s):
                 dht=torch.randn(N, H, K, V))
 
 
+def _l2norm(x):
+    """use_qk_l2norm_in_kernel as the glue applies it (ATen, in the input dtype) before the kernels."""
+    return x * torch.rsqrt(x.square().sum(-1, keepdim=True) + 1e-6)
+
+
 def _make_delta(s):
     B, T, cu, N = _layout(s)
     H, HV, K, V, dt = s["H"], s["HV"], s["K"], s["V"], s.get("dtype", F32)
-    return dict(q=torch.randn(B, T, H, K).to(dt), k=F.normalize(torch.randn(B, T, H, K), dim=-1).to(dt),
-                v=torch.randn(B, T, HV, V).to(dt),
-                g=F.logsigmoid(torch.randn(B, T, HV) + 2).to(dt) if s["gated"] else None,
-                beta=torch.rand(B, T, HV).to(dt), scale=K ** -0.5, h0=torch.randn(N, HV, K, V), cu_seqlens=cu,
-                do=torch.randn(B, T, HV, V).to(dt), dht=torch.randn(N, HV, K, V))
+    q, k, v = torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, HV, V)
+    if s.get("hard"):  # runs of nearly parallel keys (with beta near 1 below: I + A nearly singular directions)
+        k[:, 1::2] = k[:, 0:T - T % 2:2] + 0.05 * torch.randn_like(k[:, 1::2])
+    if s.get("l2"):
+        q, k = _l2norm(q.to(dt)), _l2norm(k.to(dt))
+    else:
+        k = F.normalize(k, dim=-1)
+    g = None
+    if s["gated"] == "strong":  # log gates down to -20 per step
+        g = -20 * torch.rand(B, T, HV) ** 4
+    elif s["gated"]:
+        g = F.logsigmoid(torch.randn(B, T, HV) + 2)
+    beta = 1 - 1e-3 * torch.rand(B, T, HV) if s.get("hard") else torch.rand(B, T, HV)
+    return dict(q=q.to(dt), k=k.to(dt), v=v.to(dt), g=g.to(dt) if g is not None else None, beta=beta.to(dt),
+                scale=K ** -0.5, h0=torch.randn(N, HV, K, V), cu_seqlens=cu, do=torch.randn(B, T, HV, V).to(dt),
+                dht=torch.randn(N, HV, K, V))
 
 
 def _make_swa(s):
@@ -369,8 +406,10 @@ def test_delta_rule_chunk_recurrent_and_backward(emulated, cid):
         (o, ht), grads = _grads(fn, tensors, [x["do"], x["dht"]])
         return dict(o=o, ht=ht, **{"d" + n: grads[n] for n in leaves})
 
-    names = {n: n for n in ["o", "o_rec", "ht", "ht_rec"] + ["d" + n for n in leaves]}
-    wanted = dict(names, o_rec="o", ht_rec="ht")
+    # o / ht: the chunked forward the glue picks (tensor cores for fp16 / bf16); o_simt / ht_simt: the SIMT
+    # chunked forward (LINATTN_DELTA_FORCE_SIMT=1); o_rec / ht_rec: the recurrent one.
+    names = {n: n for n in ["o", "o_simt", "o_rec", "ht", "ht_simt", "ht_rec"] + ["d" + n for n in leaves]}
+    wanted = dict(names, o_simt="o", o_rec="o", ht_simt="ht", ht_rec="ht")
     _check(emulated, cid, reference, names, wanted)
 
 

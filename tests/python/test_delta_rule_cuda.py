@@ -200,3 +200,138 @@ def test_cuda_rejects_float64_large_heads_and_mixed_devices():
     with pytest.raises(RuntimeError, match="V <= 256"):
         linattn.fused_recurrent_delta_rule(q.to(DEV), k.to(DEV), torch.randn(1, 8, 1, 300, device=DEV),
                                            beta.to(DEV))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tensor-core chunked forward (chunk_delta_rule / chunk_gated_delta_rule in fp16 / bf16). The glue picks it
+# for these inputs; LINATTN_DELTA_FORCE_SIMT=1 (read once per process) forces the fp32 SIMT kernel instead.
+# The backward is the SIMT one either way (it does not read the forward's workspaces).
+
+TC_DTYPES = [torch.float16, torch.bfloat16]
+CHUNK_OPS = ["chunk_delta_rule", "chunk_gated_delta_rule"]
+TC_SHAPES = [(2, 64, 2, 2, 64, 64), (1, 130, 1, 2, 60, 100), (1, 200, 2, 4, 100, 60), (3, 1, 2, 2, 7, 5),
+             (1, 65, 1, 1, 3, 3), (1, 70, 1, 2, 256, 256), (2, 129, 2, 2, 128, 128), (1, 77, 1, 1, 33, 256)]
+
+
+def tc_case(name, dtype, shape, l2=True, N=None, hard=False, strong=False):
+    B, T, H, HV, K, V = shape
+    q, k, v, g, beta, h0 = make(B, T, H, HV, K, V, l2, N=N)
+    if hard:  # beta near 1 and pairs of nearly parallel keys
+        beta = 1 - 1e-3 * torch.rand_like(beta)
+        k[:, 1::2] = k[:, 0:T - T % 2:2] + 0.05 * torch.randn_like(k[:, 1::2])
+    if strong:  # log gates down to -20 per step
+        g = -20 * torch.rand_like(g) ** 4
+    return [t.to(dtype) for t in (q, k, v, g, beta)], h0
+
+
+def tc_forward(name, ins, h0, cu=None, l2=True):
+    return run(name, *(t.to(DEV) for t in ins), initial_state=h0.to(DEV), output_final_state=True,
+               use_qk_l2norm_in_kernel=l2, cu_seqlens=None if cu is None else cu.to(DEV))
+
+
+def tc_reference(name, ins, h0, cu=None, l2=True, dtype=torch.float64):
+    q, k, v, g, beta = ins
+    return delta_rule_recurrence(q, k, v, beta, g if gated(name) else None, initial_state=h0,
+                                 output_final_state=True, use_qk_l2norm_in_kernel=l2, cu_seqlens=cu, dtype=dtype)
+
+
+def tc_check(name, ins, h0, cu=None, l2=True):
+    o, ht = tc_forward(name, ins, h0, cu, l2)
+    assert torch.isfinite(o).all() and torch.isfinite(ht).all()
+    eo, eh = tc_reference(name, [t.double() for t in ins], h0.double(), cu, l2)
+    lo, lh = tc_reference(name, [t.to(DEV) for t in ins], h0.to(DEV), None if cu is None else cu.to(DEV), l2,
+                          dtype=None)
+    check(o, eo, lo, "o")
+    check(ht, eh, lh, "final_state")
+    return o, ht
+
+
+@pytest.mark.parametrize("name", CHUNK_OPS)
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("shape", TC_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("l2", [False, True])
+def test_cuda_tc_delta_forward_vs_reference(name, dtype, shape, l2):
+    ins, h0 = tc_case(name, dtype, shape, l2=l2)
+    tc_check(name, ins, h0, l2=l2)
+
+
+@pytest.mark.parametrize("name", CHUNK_OPS)
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_delta_varlen_empty_sequences(name, dtype):
+    lens = [0, 65, 1, 130, 0, 17, 64]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    ins, h0 = tc_case(name, dtype, (1, sum(lens), 1, 2, 100, 60), N=len(lens))
+    _, ht = tc_check(name, ins, h0, cu)
+    for n in (0, 4):  # empty sequences pass their initial state through
+        torch.testing.assert_close(ht[n].cpu(), h0[n], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("name", CHUNK_OPS)
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_delta_hard_cases(name, dtype):
+    # beta near 1 with nearly parallel L2-normalised keys (I + A close to singular directions), and for the
+    # gated op log gates down to -20 per step over a long sequence (decays down to e^{-1280} in a chunk).
+    ins, h0 = tc_case(name, dtype, (1, 1000, 2, 2, 64, 64), hard=True, strong=True)
+    tc_check(name, ins, h0)
+
+
+_SIMT_SCRIPT = """
+import sys, torch, linattn
+x = torch.load(sys.argv[1])
+out = []
+for name, ins, h0, cu in x:
+    q, k, v, g, beta = (t.cuda() for t in ins)
+    fn = getattr(linattn, name)
+    kw = dict(initial_state=h0.cuda(), output_final_state=True, use_qk_l2norm_in_kernel=True,
+              cu_seqlens=None if cu is None else cu.cuda())
+    o, ht = fn(q, k, v, g, beta, **kw) if "gated" in name else fn(q, k, v, beta, **kw)
+    out.append((o.cpu(), ht.cpu()))
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_cuda_tc_delta_forward_matches_simt_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+    lens = [0, 70, 1, 129]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    cases = []
+    for dtype in TC_DTYPES:
+        for name in CHUNK_OPS:
+            for shape in ((2, 130, 2, 4, 60, 100), (1, 65, 1, 1, 256, 7), (1, 77, 2, 2, 7, 256)):
+                ins, h0 = tc_case(name, dtype, shape)
+                cases.append((name, ins, h0, None))
+            ins, h0 = tc_case(name, dtype, (1, sum(lens), 2, 2, 33, 40), N=len(lens))
+            cases.append((name, ins, h0, cu))
+    torch.save(cases, tmp_path / "in.pt")
+    env = dict(os.environ, LINATTN_DELTA_FORCE_SIMT="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run([sys.executable, "-c", _SIMT_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True, timeout=600)
+    simt = torch.load(tmp_path / "out.pt")
+    for (name, ins, h0, cu), (o_simt, ht_simt) in zip(cases, simt):
+        o, ht = (t.cpu() for t in tc_forward(name, ins, h0, cu))
+        assert not torch.equal(o, o_simt), "LINATTN_DELTA_FORCE_SIMT=1 did not switch the path"
+        eo, eh = tc_reference(name, [t.double() for t in ins], h0.double(), cu)
+        lo, lh = (t.cpu() for t in tc_reference(name, [t.to(DEV) for t in ins], h0.to(DEV),
+                                                 None if cu is None else cu.to(DEV), dtype=None))
+        for got, other, exact, same_prec, label in ((o, o_simt, eo, lo, "o"), (ht, ht_simt, eh, lh, "final_state")):
+            check(other, exact, same_prec, f"{name} {label} (SIMT)")
+            check(got, other.double(), same_prec, f"{name} {label} (tensor cores vs SIMT)")
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_delta_forward_then_simt_backward(dtype):
+    # The forward's path does not change the gradients: the backward recomputes with its SIMT states pass.
+    ins, h0 = tc_case("chunk_gated_delta_rule", dtype, (1, 130, 1, 2, 60, 100))
+    do = torch.randn(1, 130, 2, 100, dtype=torch.float64)
+    dht = torch.randn(1, 2, 60, 100, dtype=torch.float64)
+    kw = dict(use_qk_l2norm_in_kernel=True)
+    cuda_in = [t.to(DEV) for t in ins] + [h0.to(DEV)]
+    o, ht, gr = grads_of(ours("chunk_gated_delta_rule"), cuda_in, do.to(DEV), dht.to(DEV), **kw)
+    cast = list(ins) + [h0]
+    eo, eh, eg = grads_of(ref("chunk_gated_delta_rule", torch.float64), [t.double() for t in cast], do, dht, **kw)
+    lo, lh, lg = grads_of(ref("chunk_gated_delta_rule", None), cuda_in, do.to(DEV), dht.to(DEV), **kw)
+    check(o, eo, lo, "o")
+    for a, b, c, label in zip(gr, eg, lg, GRAD_NAMES):
+        check(a, b, c, label, factor=4.0)

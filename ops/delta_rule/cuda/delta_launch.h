@@ -1,5 +1,6 @@
 #pragma once
-// Torch-free launchers of the delta-rule CUDA kernels (fp32 SIMT, fp32 accumulation). The glue
+// Torch-free launchers of the delta-rule CUDA kernels (fp32 SIMT, plus a tensor-core chunked forward for fp16 /
+// bf16; fp32 accumulation throughout). The glue
 // (ops/delta_rule/delta_cuda.cpp) fills the params, allocates the backward workspaces and picks the dtype.
 //
 // Every launcher is asynchronous on `stream`, performs no device->host synchronisation and throws
@@ -57,6 +58,40 @@ inline BwdWorkspaceSizes bwd_workspace_sizes(const BwdParams& p) {
 // Chunked forward (chunk_delta_rule / chunk_gated_delta_rule): o and, when p.ht is set, the final state.
 template <DType D>
 void chunk_forward(const FwdParams& p, cudaStream_t stream);
+
+// Tensor-core chunked forward (ops/delta_rule/cuda/delta_fwd_tc.cuh) for fp16 / bf16 inputs: same outputs as
+// chunk_forward, computed in the WY / UT form (W, U, P per chunk in parallel, then a sequential state pass
+// with the fp32 state in wmma accumulators). The backward does not read these workspaces: it recomputes
+// everything with the SIMT states pass.
+constexpr int64_t kTcTileV = 32;  // value columns per CTA of the sequential state kernel
+
+inline bool tc_forward_supported(DType d) { return d != DType::kFloat32; }
+
+// Workspaces of chunk_forward_tc, allocated by the caller, per chunk slot (num_state_slots) and value head,
+// all 64 rows of the chunk (rows past a sequence's end hold zeros):
+struct TcFwdWorkspace {
+  void* w = nullptr;   // [slots, HV, 64, K] input dtype: W = T diag(beta Gamma) K
+  void* p = nullptr;   // [slots, HV, 64, 64] input dtype: P = scale (Dm o Q K^T), lower triangle incl. diagonal
+  float* u = nullptr;  // [slots, HV, 64, V] fp32: U = T diag(beta) V
+};
+
+struct TcFwdWorkspaceSizes {
+  int64_t w_elems = 0;  // elements of w (input dtype)
+  int64_t p_elems = 0;  // elements of p (input dtype)
+  int64_t u_elems = 0;  // elements of u (fp32)
+};
+
+inline TcFwdWorkspaceSizes tc_fwd_workspace_sizes(const FwdParams& p) {
+  TcFwdWorkspaceSizes s;
+  const int64_t rows = num_state_slots(p) * p.value_heads * kChunkSize;
+  s.w_elems = rows * p.dim_k;
+  s.p_elems = rows * kChunkSize;
+  s.u_elems = rows * p.dim_v;
+  return s;
+}
+
+template <DType D>
+void chunk_forward_tc(const FwdParams& p, const TcFwdWorkspace& ws, cudaStream_t stream);
 
 // Step-by-step recurrence (fused_recurrent_*), meant for decoding: reads h0 once, writes ht once.
 template <DType D>

@@ -44,9 +44,33 @@ void setup(DeltaCall& c, const at::Tensor& q, const at::Tensor& k, const at::Ten
   p.scale = scale;
 }
 
+// The glue's choice of chunked forward: fp16 / bf16 run on tensor cores unless LINATTN_DELTA_FORCE_SIMT=1
+// (here: force_simt) keeps them on the SIMT kernel.
+template <gpu::DType D>
+void chunk_forward(DeltaCall& c, bool force_simt) {
+#if __has_include("ops/delta_rule/cuda/delta_fwd_tc.cuh")
+  if constexpr (D != gpu::DType::kFloat32) {
+    if (gpu::tc_forward_supported(D) && !force_simt) {
+      const gpu::TcFwdWorkspaceSizes sizes = gpu::tc_fwd_workspace_sizes(c.p);
+      const at::Tensor w = c.fence.empty({sizes.w_elems}, c.q.scalar_type(), "tc ws.w");
+      const at::Tensor pm = c.fence.empty({sizes.p_elems}, c.q.scalar_type(), "tc ws.p");
+      const at::Tensor u = c.fence.empty({sizes.u_elems}, at::kFloat, "tc ws.u");
+      gpu::TcFwdWorkspace ws;
+      ws.w = w.data_ptr();
+      ws.p = pm.data_ptr();
+      ws.u = u.data_ptr<float>();
+      gpu::chunk_forward_tc<D>(c.p, ws, nullptr);
+      return;
+    }
+  }
+#endif
+  gpu::chunk_forward<D>(c.p, nullptr);
+}
+
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                            const OptTensor& g, const at::Tensor& beta, double scale,
-                                           const OptTensor& h0, const OptTensor& cu, bool recurrent, bool final_state) {
+                                           const OptTensor& h0, const OptTensor& cu, bool recurrent, bool final_state,
+                                           bool force_simt) {
   DeltaCall c;
   setup(c, q, k, v, g, beta, scale, h0, cu);
   at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
@@ -59,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
       if (recurrent) {
         gpu::recurrent_forward<D>(c.p, nullptr);
       } else {
-        gpu::chunk_forward<D>(c.p, nullptr);
+        chunk_forward<D>(c, force_simt);
       }
     });
   }
@@ -118,7 +142,7 @@ std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const
 
 TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
   m.def("delta_forward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor? h0, "
-        "Tensor? cu_seqlens, bool recurrent, bool final_state) -> (Tensor, Tensor)",
+        "Tensor? cu_seqlens, bool recurrent, bool final_state, bool force_simt=False) -> (Tensor, Tensor)",
         &forward);
   m.def("delta_backward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor? h0, "
         "Tensor? cu_seqlens, Tensor do, Tensor? dht) -> Tensor[]",
