@@ -1,7 +1,7 @@
 """Small CUDA workload for compute-sanitizer (memcheck / racecheck / synccheck): every GLA, delta-rule,
-sliding-window and LoLCATs op forward and backward at odd sizes, varlen with empty sequences, initial states,
-grouped value heads, windows shorter and longer than a tile, fp32/fp16/bf16, and the tensor-core chunk_simple_gla
-and chunk_(gated_)delta_rule forwards (fp16/bf16)."""
+sliding-window, LoLCATs and MoM dispatch / combine op forward and backward at odd sizes, varlen with empty
+sequences, initial states, grouped value heads, windows shorter and longer than a tile, fp32/fp16/bf16, and the
+tensor-core chunk_simple_gla forward and backward and chunk_(gated_)delta_rule forward (fp16/bf16)."""
 import torch
 import torch.nn.functional as F
 
@@ -86,6 +86,19 @@ def tensor_core_delta_workload(dev, dtype):
         linattn.chunk_gated_delta_rule(q, k, v, g, beta, **kw)
 
 
+def mom_workload(dev, dtype):
+    """MoM dispatch / combine forward and backward: several CTAs with several chunks, batch boundaries inside a
+    chunk, empty memories, a memory listed twice by one token, T = 1, bf16 weights."""
+    for B, T, k, E, rows in ((3, 700, 2, 5, (37,)), (2, 40, 8, 64, (2, 3)), (5, 1, 3, 4, (6,)), (1, 9, 40, 40, (4,))):
+        idx = torch.randint(0, max(E - 1, 1), (B, T, k), device=dev)
+        if k > 1:
+            idx[..., 1] = idx[..., 0]
+        x = torch.randn(B, T, *rows, device=dev, dtype=dtype).requires_grad_()
+        w = torch.rand(B, T, k, device=dev, dtype=torch.bfloat16).requires_grad_()
+        xs, cu, si = linattn.mom_dispatch(x, idx, E)
+        linattn.mom_combine(xs * 2, w, idx, si, E).float().sum().backward()
+
+
 def main():
     dev = "cuda"
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
@@ -111,6 +124,7 @@ def main():
         window_workload(dev, dtype)
         tensor_core_gla_workload(dev, dtype)
         tensor_core_delta_workload(dev, dtype)
+        mom_workload(dev, dtype)
     torch.cuda.synchronize()
     print("sanitize workload done")
 

@@ -126,4 +126,12 @@ TORCH_LIBRARY(linattn, m) {
   m.def(
       "mom_combine(Tensor y_sorted, Tensor weights, Tensor indices, Tensor sort_index, int num_memories) -> Tensor",
       tags);
+  // dx[b, t] = sum_j grad_x_sorted[row of copy j] (summed in row order, fp32).
+  m.def("_mom_dispatch_backward(Tensor grad_x_sorted, Tensor indices, Tensor sort_index, int num_memories) -> Tensor",
+        tags);
+  // (grad_y_sorted[row] = w * grad_y[token], grad_weights[b, t, j] = <grad_y[b, t], y_sorted[row of copy j]>).
+  m.def(
+      "_mom_combine_backward(Tensor grad_y, Tensor y_sorted, Tensor weights, Tensor indices, Tensor sort_index, "
+      "int num_memories) -> (Tensor, Tensor)",
+      tags);
 }

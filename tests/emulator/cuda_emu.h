@@ -696,3 +696,16 @@ T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32,
   const int lane = emu::g_sched.cur % 32;
   return emu::shuffle(mask, v, emu::segment_lane(lane, lane + int(delta), width), site);
 }
+
+// A warp vote: bit i set when lane i of the mask passes a non-zero predicate (lanes outside the mask read 0).
+inline unsigned __ballot_sync(unsigned mask, int predicate,
+                              std::source_location site = std::source_location::current()) {
+  const uint64_t* all = emu::warp_exchange(mask, predicate != 0, site);
+  const int warp0 = emu::g_sched.cur - emu::g_sched.cur % 32;
+  unsigned bits = 0;
+  for (int lane = 0; lane < 32 && warp0 + lane < emu::g_sched.nthreads; ++lane)
+    if (((mask >> lane) & 1u) && all[lane] != 0) bits |= 1u << lane;
+  return bits;
+}
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }

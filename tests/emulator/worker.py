@@ -57,6 +57,15 @@ def lolcats(x):
     return dict(o=o, m=m, z=z, **dict(zip(["dq", "dk", "dv", "dfq", "dfk", "dwindow_factor"], grads)))
 
 
+def mom(x):
+    args = (x["indices"], x["E"], x["max_blocks"])
+    xs, cu, si = E.mom_dispatch(x["x"], *args)
+    y = E.mom_combine(x["y_sorted"], x["weights"], *args)
+    dx = E.mom_combine(x["dx_sorted"], None, *args)  # the backward of dispatch: weights of 1
+    dys, dw = E.mom_combine_backward(x["dy"], x["y_sorted"], x["weights"], *args)
+    return dict(x_sorted=xs, cu_seqlens=cu, sort_index=si, y=y, dx=dx, dy_sorted=dys, dweights=dw)
+
+
 def selftest(x):
     """Deliberately broken kernels (selftest/broken_kernels.cuh): the output, or the emulator's error."""
     out = {"round_trip_" + str(d).split(".")[-1]: E.round_trip(x["values"], d) for d in (torch.float16, torch.bfloat16)}
@@ -86,7 +95,7 @@ def run_twice(driver, case):
     return result
 
 
-DRIVERS = dict(gla=gla, delta_rule=delta_rule, swa=swa, lolcats=lolcats, selftest=selftest)
+DRIVERS = dict(gla=gla, delta_rule=delta_rule, swa=swa, lolcats=lolcats, mom=mom, selftest=selftest)
 
 
 def main():

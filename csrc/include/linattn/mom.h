@@ -20,7 +20,8 @@ LINATTN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> mom_dispatch(const at
                                                                         const at::Tensor& indices,
                                                                         int64_t num_memories);
 
-// y[b, t] = sum_j weights[b, t, j] * (row of y_sorted holding copy j of token (b, t)).
+// y[b, t] = sum_j weights[b, t, j] * (row of y_sorted holding copy j of token (b, t)), summed in packed-row
+// order in fp32 (float64 for float64 rows) and rounded once to y_sorted's dtype.
 LINATTN_API at::Tensor mom_combine(const at::Tensor& y_sorted, const at::Tensor& weights, const at::Tensor& indices,
                                    const at::Tensor& sort_index, int64_t num_memories);
 
