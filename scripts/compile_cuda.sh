@@ -23,7 +23,16 @@ printf '%s\n' "${CU[@]}" | xargs -r -P "$(nproc)" -I{} sh -c \
 ld -r "$OUT"/*.o -o "$OUT/linked.o"
 TP=$(python3 -c "import torch, os; print(os.path.dirname(torch.__file__))")
 for f in $(find ops csrc -name '*_cuda.cpp' | sort); do
-  g++ -std=c++20 -fsyntax-only -DLINATTN_WITH_CUDA -Icsrc/include -Icsrc -I. -I"$TP/include" \
-    -I"$TP/include/torch/csrc/api/include" -I"$CUDA_HOME/include" "$f"
+  g++ -std=c++20 -O0 -c -DLINATTN_WITH_CUDA -Icsrc/include -Icsrc -I. -I"$TP/include" \
+    -I"$TP/include/torch/csrc/api/include" -I"$CUDA_HOME/include" "$f" -o "$OUT/glue_$(echo "$f" | tr / _).o"
 done
+# Every kernel launcher the glue calls (linattn::...::gpu::) must be defined by the compiled .cu objects: a
+# launcher declared but never instantiated would otherwise only show up when the CUDA library is linked.
+nm --undefined-only "$OUT"/glue_*.o | awk '{print $NF}' | sort -u > "$OUT/undefined.txt"
+paste "$OUT/undefined.txt" <(c++filt < "$OUT/undefined.txt") \
+  | awk -F'\t' '$2 ~ /^([^(]* )?linattn::([a-z_]+::)?gpu::/ {print $1}' > "$OUT/launchers_used.txt"
+nm --defined-only "$OUT/linked.o" | awk '$2 ~ /^[TtWw]$/ {print $3}' | sort -u > "$OUT/launchers_defined.txt"
+MISSING=$(comm -23 "$OUT/launchers_used.txt" "$OUT/launchers_defined.txt" | c++filt)
+if [ -n "$MISSING" ]; then echo "compile_cuda: launchers used by the glue but never compiled:"; echo "$MISSING"; exit 1; fi
+echo "compile_cuda: $(wc -l < "$OUT/launchers_used.txt") launchers used by the glue, all defined"
 echo "compile_cuda: all CUDA sources compiled"
