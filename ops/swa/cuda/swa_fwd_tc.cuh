@@ -71,8 +71,10 @@ struct FwdSmem {
 // this budget (two CTAs per SM at head dims <= 64), 32-row ones above it (K = V = 256 needs ~143 KB).
 constexpr size_t kSmemBudget = 100 * 1024;
 
+// Minimum one block per SM in the launch bounds: without it ptxas (nvcc 13.0, sm_90a, bf16, 32-row key tiles)
+// aimed at 80 registers and spilled; shared memory limits residency to 2-3 CTAs per SM anyway.
 template <typename T, int kBc>
-__global__ void __launch_bounds__(kThreads) swa_fwd_tc_kernel(const Params p) {
+__global__ void __launch_bounds__(kThreads, 1) swa_fwd_tc_kernel(const Params p) {
   using Fr = wt::Frag<T>;
   constexpr int kCb = kBc / kFrag;      // 16-column key blocks of a score row block
   constexpr int kHalf = kBc / 2;        // score columns per lane (two lanes per row)
