@@ -86,6 +86,20 @@ def tensor_core_delta_workload(dev, dtype):
         linattn.chunk_gated_delta_rule(q, k, v, g, beta, **kw)
 
 
+def tensor_core_swa_workload(dev, dtype):
+    """sliding_window_attention in half precision takes the tensor-core forward (the backward stays SIMT): 64- and
+    32-row key tiles (K + V large), odd head dims, windows 1 / around the tile / >= T, varlen with empty sequences."""
+    if dtype == torch.float32:
+        return
+    cu = torch.tensor([0, 65, 66, 196, 196, 213], device=dev)
+    cases = (((1, 213, 2, 100, 60), cu, 64), ((1, 130, 1, 256, 256), None, 65), ((2, 1, 1, 3, 7), None, 1),
+             ((1, 200, 2, 128, 128), None, 17), ((1, 70, 1, 64, 64), None, 1000))
+    for (B, T, H, K, V), cu_seqlens, w in cases:
+        q, k = (torch.randn(B, T, H, K, device=dev, dtype=dtype).requires_grad_() for _ in range(2))
+        v = torch.randn(B, T, H, V, device=dev, dtype=dtype).requires_grad_()
+        linattn.sliding_window_attention(q, k, v, w, cu_seqlens=cu_seqlens).float().sum().backward()
+
+
 def mom_workload(dev, dtype):
     """MoM dispatch / combine forward and backward: several CTAs with several chunks, batch boundaries inside a
     chunk, empty memories, a memory listed twice by one token, T = 1, bf16 weights."""
@@ -124,6 +138,7 @@ def main():
         window_workload(dev, dtype)
         tensor_core_gla_workload(dev, dtype)
         tensor_core_delta_workload(dev, dtype)
+        tensor_core_swa_workload(dev, dtype)
         mom_workload(dev, dtype)
     torch.cuda.synchronize()
     print("sanitize workload done")

@@ -1,5 +1,6 @@
 // CUDA backend of sliding-window attention: float32, float16 and bfloat16 inputs (fp32 log-sum-exp and
-// accumulation). The kernels are torch-free (ops/swa/cuda/); this file checks what they support, allocates
+// accumulation). fp16 / bf16 forwards run on the tensor-core kernel (cuda/swa_fwd_tc.cuh) unless
+// LINATTN_SWA_FORCE_SIMT=1; fp32 forwards and every backward run on the SIMT kernels. The kernels are torch-free (ops/swa/cuda/); this file checks what they support, allocates
 // the outputs and the backward's workspace with the caching allocator and launches on the current stream of
 // q's device (c10::cuda::getCurrentCUDAStream; c10/cuda headers avoid ATen/cuda/CUDAContext.h, which pulls in
 // cuSPARSE/cuBLAS headers).
@@ -18,6 +19,8 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 
 #include "core/checks.h"
 #include "ops/swa/cuda/swa_launch.h"
@@ -54,6 +57,16 @@ void check_cuda_limits(const char* op, const at::Tensor& q, const at::Tensor& v)
               " (q dim 2)");
 }
 
+// LINATTN_SWA_FORCE_SIMT=1 keeps fp16 / bf16 forwards on the fp32 SIMT kernel, so one GPU session can compare
+// both paths (a subprocess per setting: the variable is read once per process).
+bool force_simt() {
+  static const bool force = [] {
+    const char* env = std::getenv("LINATTN_SWA_FORCE_SIMT");
+    return env != nullptr && std::string(env) == "1";
+  }();
+  return force;
+}
+
 cudaStream_t current_stream(const at::Tensor& q) {
   return c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
 }
@@ -79,10 +92,18 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q, const at::T
       gpu::forward<gpu::DType::kFloat32>(p, stream);
       break;
     case gpu::DType::kFloat16:
-      gpu::forward<gpu::DType::kFloat16>(p, stream);
+      if (force_simt()) {
+        gpu::forward<gpu::DType::kFloat16>(p, stream);
+      } else {
+        gpu::forward_tc<gpu::DType::kFloat16>(p, stream);
+      }
       break;
     case gpu::DType::kBFloat16:
-      gpu::forward<gpu::DType::kBFloat16>(p, stream);
+      if (force_simt()) {
+        gpu::forward<gpu::DType::kBFloat16>(p, stream);
+      } else {
+        gpu::forward_tc<gpu::DType::kBFloat16>(p, stream);
+      }
       break;
   }
   return {o, lse};

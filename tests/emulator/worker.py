@@ -45,9 +45,14 @@ def delta_rule(x):
 
 def swa(x):
     args = (x["window"], x["scale"], x["cu_seqlens"])
-    o, lse = E.swa_forward(x["q"], x["k"], x["v"], *args)
+    o, lse = E.swa_forward(x["q"], x["k"], x["v"], *args)  # the glue's path: tensor cores for fp16 / bf16
     dq, dk, dv = E.swa_backward(x["q"], x["k"], x["v"], o, lse, x["do"], *args)
-    return dict(o=o, lse=lse, dq=dq, dk=dk, dv=dv)
+    out = dict(o=o, lse=lse, dq=dq, dk=dk, dv=dv)
+    if x["q"].dtype != torch.float32:  # the SIMT forward too (LINATTN_SWA_FORCE_SIMT=1), and its backward
+        o_simt, lse_simt = E.swa_forward(x["q"], x["k"], x["v"], *args, True)
+        dq_s, dk_s, dv_s = E.swa_backward(x["q"], x["k"], x["v"], o_simt, lse_simt, x["do"], *args)
+        out.update(o_simt=o_simt, lse_simt=lse_simt, dq_simt=dq_s, dk_simt=dk_s, dv_simt=dv_s)
+    return out
 
 
 def lolcats(x):

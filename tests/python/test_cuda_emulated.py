@@ -133,6 +133,21 @@ CASES = [
     ("swa-t130-w1000", "swa", dict(B=1, T=130, H=1, K=16, V=5, w=1000)),
     ("swa-fp16", "swa", dict(B=1, T=65, H=2, K=60, V=33, w=16, dtype=F16)),
     ("swa-varlen-bf16", "swa", dict(lens=[65, 0, 5], H=1, K=33, V=60, w=7, dtype=BF16)),
+    # The tensor-core forward (fp16 / bf16, the glue's path; the SIMT forward is checked alongside, and the
+    # backward runs from the tensor-core forward's o and lse): T around the 64-row tiles, windows 1, around the
+    # tile size and >= T, odd head dims (q/k and v dims differing), varlen with empty sequences, 32-row key
+    # tiles (K + V large).
+    ("swa-tc-t1-w1-fp16", "swa", dict(B=2, T=1, H=2, K=3, V=3, w=1, dtype=F16)),
+    ("swa-tc-t5-w17-bf16", "swa", dict(B=1, T=5, H=2, K=60, V=100, w=17, dtype=BF16)),
+    ("swa-tc-t65-w64-fp16", "swa", dict(B=2, T=65, H=1, K=64, V=64, w=64, dtype=F16)),
+    ("swa-tc-t130-w65-bf16", "swa", dict(B=1, T=130, H=2, K=100, V=60, w=65, dtype=BF16)),
+    ("swa-tc-t200-w17-fp16", "swa", dict(B=1, T=200, H=1, K=128, V=128, w=17, dtype=F16)),
+    ("swa-tc-t130-w1000-bf16", "swa", dict(B=1, T=130, H=1, K=3, V=7, w=1000, dtype=BF16)),
+    ("swa-tc-t200-w1-bf16", "swa", dict(B=1, T=200, H=1, K=16, V=33, w=1, dtype=BF16)),
+    ("swa-tc-varlen-w64-fp16", "swa", dict(lens=[0, 130, 1, 0, 65], H=2, K=60, V=100, w=64, dtype=F16)),
+    ("swa-tc-varlen-w65-bf16", "swa", dict(lens=[70, 0, 5, 64], H=1, K=33, V=7, w=65, dtype=BF16)),
+    ("swa-tc-k256v256-w65-fp16", "swa", dict(B=1, T=130, H=1, K=256, V=256, w=65, dtype=F16)),
+    ("swa-tc-k256v40-w17-bf16", "swa", dict(B=1, T=70, H=1, K=256, V=40, w=17, dtype=BF16)),
     ("lolcats-b2t65-w5", "lolcats", dict(B=2, T=65, H=2, D=33, V=7, F=60, w=5)),
     ("lolcats-t130-w64", "lolcats", dict(B=1, T=130, H=1, D=16, V=8, F=8, w=64)),
     ("lolcats-ties", "lolcats", dict(B=1, T=20, H=1, D=4, V=3, F=5, w=6, ties=True)),
@@ -427,8 +442,35 @@ def test_sliding_window_attention(emulated, cid):
         (o,), grads = _grads(fn, tensors, [x["do"]])
         return dict(o=o, dq=grads["q"], dk=grads["k"], dv=grads["v"])
 
-    names = {n: n for n in ("o", "dq", "dk", "dv")}
-    _check(emulated, cid, reference, names, names)
+    # fp16 / bf16: o.. from the tensor-core forward (and the backward fed by it), o_simt.. from the SIMT forward.
+    _, out = emulated(cid)
+    base = ("o", "dq", "dk", "dv")
+    names = {n: n for n in base + tuple(n + "_simt" for n in base if n + "_simt" in out)}
+    wanted = {n: n.removesuffix("_simt") for n in names}
+    _check(emulated, cid, reference, names, wanted)
+    _check_swa_lse(x, out)
+
+
+def _check_swa_lse(x, out):
+    """The forward's log-sum-exp (the backward's saved statistic) against float64, per (token, head): fp32
+    within 1e-5 relative; fp16 / bf16 within a few roundings of the probabilities to the input dtype (the
+    tensor-core forward sums the rounded values)."""
+    q, k = x["q"].double(), x["k"].double()
+    B, T, H, _ = q.shape
+    cu = x["cu_seqlens"]
+    spans = [(b, 0, T) for b in range(B)] if cu is None else [(0, s, e) for s, e in zip(cu[:-1].tolist(),
+                                                                                        cu[1:].tolist())]
+    want = torch.zeros(B, T, H, dtype=torch.float64)
+    for b, s, e in spans:
+        i, j = torch.arange(e - s).unsqueeze(1), torch.arange(e - s).unsqueeze(0)
+        mask = (j <= i) & (j > i - x["window"])
+        sc = torch.einsum("ihd,jhd->hij", q[b, s:e], k[b, s:e]) * x["scale"]
+        want[b, s:e] = sc.masked_fill(~mask, float("-inf")).logsumexp(-1).transpose(0, 1)
+    tol = {F32: 1e-5, F16: 2.0 ** -9, BF16: 2.0 ** -6}[x["q"].dtype]
+    for name in ("lse", "lse_simt"):
+        if name in out:
+            err = (out[name].double() - want).abs().max().item() if want.numel() else 0.0
+            assert err <= tol * max(1.0, want.abs().max().item()), f"{name}: max error {err:.3e}"
 
 
 @pytest.mark.parametrize("cid", _ids("lolcats"))

@@ -123,3 +123,55 @@ def test_cuda_rejects_float64_large_heads_and_mixed_devices():
     big = torch.randn(1, 8, 1, 300, device=DEV)
     with pytest.raises(RuntimeError, match="K <= 256"):
         linattn.sliding_window_attention(big, big, v.to(DEV), 4)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tensor-core forward (fp16 / bf16; the glue picks it for these inputs, LINATTN_SWA_FORCE_SIMT=1 read once per
+# process forces the SIMT one). The backward is the SIMT one either way and reads the tensor-core forward's lse.
+
+_SIMT_SCRIPT = """
+import sys, torch, linattn
+x = torch.load(sys.argv[1])
+out = []
+for ins, w, cu in x:
+    q, k, v = (t.cuda() for t in ins)
+    o, lse = torch.ops.linattn._sliding_window_attention_forward(q, k, v, w, None,
+                                                                 None if cu is None else cu.cuda())
+    out.append((o.cpu(), lse.cpu()))
+torch.save(out, sys.argv[2])
+"""
+
+# (B, T, H, K, V): odd / differing head dims, 64-row key tiles and 32-row ones (K + V large), T around 64.
+TC_SHAPES = [(2, 65, 2, 64, 64), (1, 200, 2, 60, 100), (1, 130, 1, 256, 256), (3, 1, 2, 3, 5), (1, 129, 2, 128, 128),
+             (1, 77, 1, 256, 40)]
+
+
+def test_cuda_tc_forward_matches_simt_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+    lens = [0, 70, 1, 0, 129]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    cases = []
+    for dtype in (torch.float16, torch.bfloat16):
+        for (B, T, H, K, V) in TC_SHAPES:
+            for w in (1, 17, 64, 65, 1000):
+                cases.append(([t.to(dtype) for t in make(B, T, H, K, V)], w, None))
+        for w in (1, 64, 200):
+            cases.append(([t.to(dtype) for t in make(1, sum(lens), 2, 100, 60)], w, cu))
+    torch.save(cases, tmp_path / "in.pt")
+    env = dict(os.environ, LINATTN_SWA_FORCE_SIMT="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run([sys.executable, "-c", _SIMT_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True, timeout=600)
+    simt = torch.load(tmp_path / "out.pt")
+    fwd = torch.ops.linattn._sliding_window_attention_forward
+    for (ins, w, cu_), (o_simt, lse_simt) in zip(cases, simt):
+        q, k, v = (t.to(DEV) for t in ins)
+        o, lse = (t.cpu() for t in fwd(q, k, v, w, None, None if cu_ is None else cu_.to(DEV)))
+        exact = reference(*(t.double() for t in ins), w, cu_seqlens=cu_)
+        same_prec = reference(q, k, v, w, cu_seqlens=None if cu_ is None else cu_.to(DEV), dtype=q.dtype)
+        check(o, exact, same_prec, f"o (tensor cores) w={w} {tuple(q.shape)}")
+        check(o_simt, exact, same_prec, f"o (SIMT) w={w} {tuple(q.shape)}")
+        # Same statistic: the tensor-core forward sums the probabilities rounded to the input dtype.
+        tol = 2.0 ** -9 if q.dtype == torch.float16 else 2.0 ** -6
+        close(lse, lse_simt, f"lse w={w} {tuple(q.shape)}", rel=tol)

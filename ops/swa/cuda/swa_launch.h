@@ -1,5 +1,6 @@
 #pragma once
-// Torch-free launchers of the sliding-window attention CUDA kernels (fp32 SIMT, fp32 accumulation). The glue
+// Torch-free launchers of the sliding-window attention CUDA kernels (fp32 SIMT, and a tensor-core forward for
+// fp16 / bf16; fp32 accumulation everywhere). The glue
 // (ops/swa/swa_cuda.cpp) checks the arguments, fills the params, allocates the outputs and the backward's
 // workspace and picks the dtype.
 //
@@ -21,6 +22,11 @@ constexpr int64_t kMaxHeadDim = 256;  // largest K and V the kernels take
 // Flash-style forward: o and the per-row log-sum-exp (p.o, p.lse as fp32).
 template <DType D>
 void forward(const Params& p, cudaStream_t stream);
+
+// Tensor-core forward (cuda/swa_fwd_tc.cuh), fp16 / bf16 only (instantiated for kFloat16 and kBFloat16): the same
+// o and the same fp32 log-sum-exp as forward<D>, so backward<D> consumes either.
+template <DType D>
+void forward_tc(const Params& p, cudaStream_t stream);
 
 // fp32 elements of the backward's workspace: delta_i = do_i . o_i per (token, head).
 inline int64_t bwd_workspace_elems(const Params& p) { return p.batch * p.seqlen * p.heads; }

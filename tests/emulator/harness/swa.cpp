@@ -1,5 +1,6 @@
 // Sliding-window attention launchers on the emulator; mirrors ops/swa/swa_cuda.cpp (make_params of
-// swa_common.cpp, the window clamped to the sequence length, the fp32 delta workspace).
+// swa_common.cpp, the window clamped to the sequence length, the fp32 delta workspace, the tensor-core forward
+// for fp16 / bf16 unless force_simt, which stands for LINATTN_SWA_FORCE_SIMT=1).
 #include <torch/library.h>
 
 #include <algorithm>
@@ -44,7 +45,7 @@ void setup(SwaCall& c, const at::Tensor& q, const at::Tensor& k, const at::Tenso
 }
 
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                           int64_t window, double scale, const OptTensor& cu) {
+                                           int64_t window, double scale, const OptTensor& cu, bool force_simt) {
   SwaCall c;
   setup(c, q, k, v, window, scale, cu);
   at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
@@ -52,7 +53,17 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
   if (q.numel() > 0) {
     c.p.o = o.data_ptr();
     c.p.lse = lse.data_ptr();
-    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() { gpu::forward<D>(c.p, nullptr); });
+    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() {
+#if __has_include("ops/swa/cuda/swa_fwd_tc.cuh")
+      if constexpr (D != gpu::DType::kFloat32) {
+        if (!force_simt) {
+          gpu::forward_tc<D>(c.p, nullptr);
+          return;
+        }
+      }
+#endif
+      gpu::forward<D>(c.p, nullptr);
+    });
   }
   c.fence.check();
   return {o, lse};
@@ -87,7 +98,7 @@ std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
-  m.def("swa_forward(Tensor q, Tensor k, Tensor v, int window, float scale, Tensor? cu_seqlens) -> (Tensor, Tensor)",
+  m.def("swa_forward(Tensor q, Tensor k, Tensor v, int window, float scale, Tensor? cu_seqlens, bool force_simt=False) -> (Tensor, Tensor)",
         &forward);
   m.def("swa_backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor do, int window, float scale, "
         "Tensor? cu_seqlens) -> Tensor[]",
