@@ -87,8 +87,8 @@ def tensor_core_delta_workload(dev, dtype):
 
 
 def tensor_core_swa_workload(dev, dtype):
-    """sliding_window_attention in half precision takes the tensor-core forward (the backward stays SIMT): 64- and
-    32-row key tiles (K + V large), odd head dims, windows 1 / around the tile / >= T, varlen with empty sequences."""
+    """sliding_window_attention in half precision takes the tensor-core forward and backward: 64- and 32-row tiles
+    (K + V large), odd head dims, windows 1 / around the tile / >= T, varlen with empty sequences."""
     if dtype == torch.float32:
         return
     cu = torch.tensor([0, 65, 66, 196, 196, 213], device=dev)

@@ -1,6 +1,7 @@
 // CUDA backend of sliding-window attention: float32, float16 and bfloat16 inputs (fp32 log-sum-exp and
-// accumulation). fp16 / bf16 forwards run on the tensor-core kernel (cuda/swa_fwd_tc.cuh) unless
-// LINATTN_SWA_FORCE_SIMT=1; fp32 forwards and every backward run on the SIMT kernels. The kernels are torch-free (ops/swa/cuda/); this file checks what they support, allocates
+// accumulation). fp16 / bf16 forwards and backwards run on the tensor-core kernels (cuda/swa_fwd_tc.cuh,
+// cuda/swa_bwd_tc.cuh) unless LINATTN_SWA_FORCE_SIMT=1; fp32 runs on the SIMT kernels. The kernels are
+// torch-free (ops/swa/cuda/); this file checks what they support, allocates
 // the outputs and the backward's workspace with the caching allocator and launches on the current stream of
 // q's device (c10::cuda::getCurrentCUDAStream; c10/cuda headers avoid ATen/cuda/CUDAContext.h, which pulls in
 // cuSPARSE/cuBLAS headers).
@@ -57,8 +58,8 @@ void check_cuda_limits(const char* op, const at::Tensor& q, const at::Tensor& v)
               " (q dim 2)");
 }
 
-// LINATTN_SWA_FORCE_SIMT=1 keeps fp16 / bf16 forwards on the fp32 SIMT kernel, so one GPU session can compare
-// both paths (a subprocess per setting: the variable is read once per process).
+// LINATTN_SWA_FORCE_SIMT=1 keeps fp16 / bf16 forwards and backwards on the fp32 SIMT kernels, so one GPU
+// session can compare both paths (a subprocess per setting: the variable is read once per process).
 bool force_simt() {
   static const bool force = [] {
     const char* env = std::getenv("LINATTN_SWA_FORCE_SIMT");
@@ -149,10 +150,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& q
       gpu::backward<gpu::DType::kFloat32>(p, delta.data_ptr<float>(), stream);
       break;
     case gpu::DType::kFloat16:
-      gpu::backward<gpu::DType::kFloat16>(p, delta.data_ptr<float>(), stream);
+      if (force_simt()) {
+        gpu::backward<gpu::DType::kFloat16>(p, delta.data_ptr<float>(), stream);
+      } else {
+        gpu::backward_tc<gpu::DType::kFloat16>(p, delta.data_ptr<float>(), stream);
+      }
       break;
     case gpu::DType::kBFloat16:
-      gpu::backward<gpu::DType::kBFloat16>(p, delta.data_ptr<float>(), stream);
+      if (force_simt()) {
+        gpu::backward<gpu::DType::kBFloat16>(p, delta.data_ptr<float>(), stream);
+      } else {
+        gpu::backward_tc<gpu::DType::kBFloat16>(p, delta.data_ptr<float>(), stream);
+      }
       break;
   }
   return {dq, dk, dv};

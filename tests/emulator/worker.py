@@ -48,9 +48,9 @@ def swa(x):
     o, lse = E.swa_forward(x["q"], x["k"], x["v"], *args)  # the glue's path: tensor cores for fp16 / bf16
     dq, dk, dv = E.swa_backward(x["q"], x["k"], x["v"], o, lse, x["do"], *args)
     out = dict(o=o, lse=lse, dq=dq, dk=dk, dv=dv)
-    if x["q"].dtype != torch.float32:  # the SIMT forward too (LINATTN_SWA_FORCE_SIMT=1), and its backward
+    if x["q"].dtype != torch.float32:  # the SIMT forward and backward too (LINATTN_SWA_FORCE_SIMT=1)
         o_simt, lse_simt = E.swa_forward(x["q"], x["k"], x["v"], *args, True)
-        dq_s, dk_s, dv_s = E.swa_backward(x["q"], x["k"], x["v"], o_simt, lse_simt, x["do"], *args)
+        dq_s, dk_s, dv_s = E.swa_backward(x["q"], x["k"], x["v"], o_simt, lse_simt, x["do"], *args, True)
         out.update(o_simt=o_simt, lse_simt=lse_simt, dq_simt=dq_s, dk_simt=dk_s, dv_simt=dv_s)
     return out
 

@@ -133,10 +133,10 @@ CASES = [
     ("swa-t130-w1000", "swa", dict(B=1, T=130, H=1, K=16, V=5, w=1000)),
     ("swa-fp16", "swa", dict(B=1, T=65, H=2, K=60, V=33, w=16, dtype=F16)),
     ("swa-varlen-bf16", "swa", dict(lens=[65, 0, 5], H=1, K=33, V=60, w=7, dtype=BF16)),
-    # The tensor-core forward (fp16 / bf16, the glue's path; the SIMT forward is checked alongside, and the
-    # backward runs from the tensor-core forward's o and lse): T around the 64-row tiles, windows 1, around the
-    # tile size and >= T, odd head dims (q/k and v dims differing), varlen with empty sequences, 32-row key
-    # tiles (K + V large).
+    # The tensor-core forward and backward (fp16 / bf16, the glue's path; the SIMT forward and backward are
+    # checked alongside, each backward fed by its own forward's o and lse): T around the 64- and 32-row tiles,
+    # windows 1, around the tile size and >= T, odd head dims (q/k and v dims differing), varlen with empty
+    # sequences, 32-row key tiles (K + V large).
     ("swa-tc-t1-w1-fp16", "swa", dict(B=2, T=1, H=2, K=3, V=3, w=1, dtype=F16)),
     ("swa-tc-t5-w17-bf16", "swa", dict(B=1, T=5, H=2, K=60, V=100, w=17, dtype=BF16)),
     ("swa-tc-t65-w64-fp16", "swa", dict(B=2, T=65, H=1, K=64, V=64, w=64, dtype=F16)),

@@ -127,7 +127,7 @@ def test_cuda_rejects_float64_large_heads_and_mixed_devices():
 
 # ---------------------------------------------------------------------------------------------------------
 # Tensor-core forward (fp16 / bf16; the glue picks it for these inputs, LINATTN_SWA_FORCE_SIMT=1 read once per
-# process forces the SIMT one). The backward is the SIMT one either way and reads the tensor-core forward's lse.
+# process forces the SIMT one), and the tensor-core backward (same selection).
 
 _SIMT_SCRIPT = """
 import sys, torch, linattn
@@ -175,3 +175,51 @@ def test_cuda_tc_forward_matches_simt_path(tmp_path):
         # Same statistic: the tensor-core forward sums the probabilities rounded to the input dtype.
         tol = 2.0 ** -9 if q.dtype == torch.float16 else 2.0 ** -6
         close(lse, lse_simt, f"lse w={w} {tuple(q.shape)}", rel=tol)
+
+
+_SIMT_BWD_SCRIPT = """
+import sys, torch, linattn
+x = torch.load(sys.argv[1])
+out = []
+for ins, do, w, cu in x:
+    q, k, v = (t.cuda().requires_grad_() for t in ins)
+    o = linattn.sliding_window_attention(q, k, v, w, cu_seqlens=None if cu is None else cu.cuda())
+    o.backward(do.cuda())
+    out.append(tuple(t.grad.cpu() for t in (q, k, v)))
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_cuda_tc_backward_matches_float64_and_simt_path(tmp_path):
+    """dq, dk, dv of the tensor-core backward (and of the SIMT one, forced in a subprocess) within 3x the error of
+    a same-precision reference against float64; the two paths within each other's tolerance."""
+    import os
+    import subprocess
+    import sys
+    lens = [0, 70, 1, 0, 129]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    cases = []
+    for dtype in (torch.float16, torch.bfloat16):
+        for (B, T, H, K, V) in TC_SHAPES:
+            for w in (1, 17, 64, 65, 1000):
+                cases.append(([t.to(dtype) for t in make(B, T, H, K, V)], torch.randn(B, T, H, V).to(dtype), w,
+                              None))
+        for w in (1, 64, 200):
+            cases.append(([t.to(dtype) for t in make(1, sum(lens), 2, 100, 60)],
+                          torch.randn(1, sum(lens), 2, 60).to(dtype), w, cu))
+    torch.save(cases, tmp_path / "in.pt")
+    env = dict(os.environ, LINATTN_SWA_FORCE_SIMT="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run([sys.executable, "-c", _SIMT_BWD_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True, timeout=600)
+    simt = torch.load(tmp_path / "out.pt")
+    for (ins, do, w, cu_), g_simt in zip(cases, simt):
+        cu_dev = None if cu_ is None else cu_.to(DEV)
+        _, g_tc = grads_of(lambda q, k, v: linattn.sliding_window_attention(q, k, v, w, cu_seqlens=cu_dev),
+                           [t.to(DEV) for t in ins], do.to(DEV).double())
+        _, g_exact = grads_of(lambda q, k, v: reference(q, k, v, w, cu_seqlens=cu_), [t.double() for t in ins],
+                              do.double())
+        _, g_same = grads_of(lambda q, k, v: reference(q, k, v, w, cu_seqlens=cu_dev, dtype=q.dtype),
+                             [t.to(DEV) for t in ins], do.to(DEV).double())
+        for name, tc, sm, ex, sp in zip(("dq", "dk", "dv"), g_tc, g_simt, g_exact, g_same):
+            check(tc, ex, sp, f"{name} (tensor cores) w={w} {tuple(ins[0].shape)} {ins[0].dtype}")
+            check(sm, ex, sp, f"{name} (SIMT) w={w} {tuple(ins[0].shape)} {ins[0].dtype}")

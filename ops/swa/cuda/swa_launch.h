@@ -1,6 +1,6 @@
 #pragma once
-// Torch-free launchers of the sliding-window attention CUDA kernels (fp32 SIMT, and a tensor-core forward for
-// fp16 / bf16; fp32 accumulation everywhere). The glue
+// Torch-free launchers of the sliding-window attention CUDA kernels (fp32 SIMT, and a tensor-core forward and
+// backward for fp16 / bf16; fp32 accumulation everywhere). The glue
 // (ops/swa/swa_cuda.cpp) checks the arguments, fills the params, allocates the outputs and the backward's
 // workspace and picks the dtype.
 //
@@ -34,5 +34,10 @@ inline int64_t bwd_workspace_elems(const Params& p) { return p.batch * p.seqlen 
 // Flash-style backward: dq, dk, dv from q, k, v, o, lse, do (lse recomputes the probabilities).
 template <DType D>
 void backward(const Params& p, float* delta_ws, cudaStream_t stream);
+
+// Tensor-core backward (cuda/swa_bwd_tc.cuh), fp16 / bf16 only (instantiated for kFloat16 and kBFloat16): the
+// same gradients from the same inputs and workspace as backward<D>, deterministic (no atomics).
+template <DType D>
+void backward_tc(const Params& p, float* delta_ws, cudaStream_t stream);
 
 }  // namespace linattn::swa::gpu

@@ -1,6 +1,6 @@
 // Sliding-window attention launchers on the emulator; mirrors ops/swa/swa_cuda.cpp (make_params of
 // swa_common.cpp, the window clamped to the sequence length, the fp32 delta workspace, the tensor-core forward
-// for fp16 / bf16 unless force_simt, which stands for LINATTN_SWA_FORCE_SIMT=1).
+// and backward for fp16 / bf16 unless force_simt, which stands for LINATTN_SWA_FORCE_SIMT=1).
 #include <torch/library.h>
 
 #include <algorithm>
@@ -71,7 +71,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
 
 std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& o,
                                  const at::Tensor& lse, const at::Tensor& d_o, int64_t window, double scale,
-                                 const OptTensor& cu) {
+                                 const OptTensor& cu, bool force_simt) {
   SwaCall c;
   setup(c, q, k, v, window, scale, cu);
   at::Tensor dq = c.fence.empty(q.sizes(), q.scalar_type(), "dq");
@@ -88,8 +88,17 @@ std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const
     c.p.dk = dk.data_ptr();
     c.p.dv = dv.data_ptr();
     const at::Tensor delta = c.fence.empty({gpu::bwd_workspace_elems(c.p)}, at::kFloat, "ws.delta");
-    dispatch_dtype<gpu::DType>(q.scalar_type(),
-                               [&]<gpu::DType D>() { gpu::backward<D>(c.p, delta.data_ptr<float>(), nullptr); });
+    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() {
+#if __has_include("ops/swa/cuda/swa_bwd_tc.cuh")
+      if constexpr (D != gpu::DType::kFloat32) {
+        if (!force_simt) {
+          gpu::backward_tc<D>(c.p, delta.data_ptr<float>(), nullptr);
+          return;
+        }
+      }
+#endif
+      gpu::backward<D>(c.p, delta.data_ptr<float>(), nullptr);
+    });
   }
   c.fence.check();
   return {dq, dk, dv};
@@ -101,7 +110,7 @@ TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
   m.def("swa_forward(Tensor q, Tensor k, Tensor v, int window, float scale, Tensor? cu_seqlens, bool force_simt=False) -> (Tensor, Tensor)",
         &forward);
   m.def("swa_backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor do, int window, float scale, "
-        "Tensor? cu_seqlens) -> Tensor[]",
+        "Tensor? cu_seqlens, bool force_simt=False) -> Tensor[]",
         &backward);
 }
 
