@@ -122,6 +122,21 @@ CASES = [
                                                dtype=F16)),
     ("delta-tc-beta1-strong-decay-bf16", "delta_rule", dict(B=1, T=200, H=1, HV=1, K=60, V=40, gated="strong",
                                                             l2=True, hard=True, dtype=BF16)),
+    # The backward with its states pass on tensor cores (fp16 / bf16; the glue's path), and (simt) the SIMT
+    # backward on the same inputs: every gradient incl. dbeta, dg, dh0 against the float64 recurrence.
+    ("delta-tc-bwd-gated-grouped-t200-fp16", "delta_rule", dict(B=1, T=200, H=1, HV=2, K=60, V=100, gated=True,
+                                                                l2=True, dtype=F16, simt=True)),
+    ("delta-tc-bwd-t1-bf16", "delta_rule", dict(B=2, T=1, H=1, HV=2, K=3, V=3, gated=True, dtype=BF16, simt=True)),
+    ("delta-tc-bwd-t5-k100v60-fp16", "delta_rule", dict(B=1, T=5, H=2, HV=4, K=100, V=60, gated=False, l2=True,
+                                                        dtype=F16)),
+    ("delta-tc-bwd-varlen-bf16", "delta_rule", dict(lens=[65, 0, 130, 5], H=1, HV=2, K=64, V=64, gated=True,
+                                                    l2=True, dtype=BF16, simt=True)),
+    ("delta-tc-bwd-t130-k128-fp16", "delta_rule", dict(B=1, T=130, H=1, HV=1, K=128, V=128, gated=False, l2=True,
+                                                       dtype=F16)),
+    ("delta-tc-bwd-beta1-strong-fp16", "delta_rule", dict(B=1, T=130, H=1, HV=2, K=64, V=33, gated="strong",
+                                                          l2=True, hard=True, dtype=F16, simt=True)),
+    ("delta-tc-bwd-beta1-bf16", "delta_rule", dict(B=1, T=200, H=1, HV=1, K=60, V=40, gated=False, l2=True,
+                                                   hard=True, dtype=BF16)),
     ("swa-b2t65-w5", "swa", dict(B=2, T=65, H=2, K=33, V=60, w=5)),
     ("swa-varlen-w20", "swa", dict(lens=[0, 70, 0, 65, 1], H=1, K=7, V=7, w=20)),
     ("swa-t130-w64", "swa", dict(B=1, T=130, H=1, K=60, V=100, w=64)),
@@ -212,7 +227,7 @@ def _make_delta(s):
     beta = 1 - 1e-3 * torch.rand(B, T, HV) if s.get("hard") else torch.rand(B, T, HV)
     return dict(q=q.to(dt), k=k.to(dt), v=v.to(dt), g=g.to(dt) if g is not None else None, beta=beta.to(dt),
                 scale=K ** -0.5, h0=torch.randn(N, HV, K, V), cu_seqlens=cu, do=torch.randn(B, T, HV, V).to(dt),
-                dht=torch.randn(N, HV, K, V))
+                dht=torch.randn(N, HV, K, V), simt_backward=s.get("simt", False))
 
 
 def _make_swa(s):
@@ -425,6 +440,9 @@ def test_delta_rule_chunk_recurrent_and_backward(emulated, cid):
     # chunked forward (LINATTN_DELTA_FORCE_SIMT=1); o_rec / ht_rec: the recurrent one.
     names = {n: n for n in ["o", "o_simt", "o_rec", "ht", "ht_simt", "ht_rec"] + ["d" + n for n in leaves]}
     wanted = dict(names, o_simt="o", o_rec="o", ht_simt="ht", ht_rec="ht")
+    if x.get("simt_backward"):  # both backward paths (states pass on tensor cores and SIMT) against the reference
+        for n in [n for n in names if n.startswith("d")]:
+            names[n + "_simt"], wanted[n + "_simt"] = n + "_simt", n
     _check(emulated, cid, reference, names, wanted)
 
 
