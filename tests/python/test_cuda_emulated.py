@@ -437,9 +437,11 @@ def test_delta_rule_chunk_recurrent_and_backward(emulated, cid):
         return dict(o=o, ht=ht, **{"d" + n: grads[n] for n in leaves})
 
     # o / ht: the chunked forward the glue picks (tensor cores for fp16 / bf16); o_simt / ht_simt: the SIMT
-    # chunked forward (LINATTN_DELTA_FORCE_SIMT=1); o_rec / ht_rec: the recurrent one.
-    names = {n: n for n in ["o", "o_simt", "o_rec", "ht", "ht_simt", "ht_rec"] + ["d" + n for n in leaves]}
-    wanted = dict(names, o_simt="o", o_rec="o", ht_simt="ht", ht_rec="ht")
+    # chunked forward (LINATTN_DELTA_FORCE_SIMT=1); o_rec / ht_rec: the recurrent one; o_inplace / ht_inplace: the
+    # recurrent one writing the final state over the initial state's buffer.
+    names = {n: n for n in ["o", "o_simt", "o_rec", "o_inplace", "ht", "ht_simt", "ht_rec", "ht_inplace"]
+             + ["d" + n for n in leaves]}
+    wanted = dict(names, o_simt="o", o_rec="o", o_inplace="o", ht_simt="ht", ht_rec="ht", ht_inplace="ht")
     if x.get("simt_backward"):  # both backward paths (states pass on tensor cores and SIMT) against the reference
         for n in [n for n in names if n.startswith("d")]:
             names[n + "_simt"], wanted[n + "_simt"] = n + "_simt", n

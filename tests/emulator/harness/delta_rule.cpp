@@ -113,6 +113,21 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
   return {o, ht};
 }
 
+// fused_recurrent_delta_rule_inplace: the recurrent kernel with ht == h0 (one fenced buffer read as the initial
+// state and overwritten with the final one). Returns o and that buffer.
+std::tuple<at::Tensor, at::Tensor> recurrent_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                     const OptTensor& g, const at::Tensor& beta, double scale,
+                                                     const at::Tensor& state, const OptTensor& cu) {
+  DeltaCall c;
+  setup(c, q, k, v, g, beta, scale, state, cu);
+  at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
+  c.p.o = o.data_ptr();
+  c.p.ht = c.h0.data_ptr();
+  dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() { gpu::recurrent_forward<D>(c.p, nullptr); });
+  c.fence.check();
+  return {o, c.h0};
+}
+
 // Returns dq, dk ([B,T,H,K]), dv, dbeta (fp32), dg (fp32; empty without g), dh0 (empty without h0).
 std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
                                  const at::Tensor& beta, double scale, const OptTensor& h0, const OptTensor& cu,
@@ -169,6 +184,9 @@ TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
   m.def("delta_backward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor? h0, "
         "Tensor? cu_seqlens, Tensor do, Tensor? dht, bool force_simt=False) -> Tensor[]",
         &backward);
+  m.def("delta_recurrent_inplace(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor state, "
+        "Tensor? cu_seqlens) -> (Tensor, Tensor)",
+        &recurrent_inplace);
 }
 
 }  // namespace linattn_emu
