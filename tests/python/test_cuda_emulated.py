@@ -92,6 +92,17 @@ CASES = [
     ("gla-tc-bwd-scalar-bf16-t1", "gla", dict(B=3, T=1, H=2, K=5, V=7, gate="scalar", dtype=BF16)),
     ("gla-tc-bwd-nogate-varlen-fp16", "gla", dict(lens=[130, 0, 5], H=1, K=33, V=256, gate=None, dtype=F16,
                                                   simt=True)),
+    # The tensor-core forward for per-key gates (fp16 / bf16; the glue's path, beside the SIMT and recurrent
+    # forwards; the backward stays SIMT). gate "strongkey": per-key log gates uniform in [-20, 0] per step.
+    ("gla-tcvec-fp16-t1", "gla", dict(B=2, T=1, H=2, K=3, V=3, gate="key", dtype=F16)),
+    ("gla-tcvec-bf16-t5-k60v100", "gla", dict(B=1, T=5, H=2, K=60, V=100, gate="key", dtype=BF16)),
+    ("gla-tcvec-fp16-t65-k100v60", "gla", dict(B=2, T=65, H=1, K=100, V=60, gate="key", dtype=F16)),
+    ("gla-tcvec-bf16-t130-k3v64", "gla", dict(B=1, T=130, H=2, K=3, V=64, gate="key", dtype=BF16)),
+    ("gla-tcvec-fp16-t200-k128v128", "gla", dict(B=1, T=200, H=1, K=128, V=128, gate="key", dtype=F16)),
+    ("gla-tcvec-varlen-bf16", "gla", dict(lens=[0, 65, 1, 0, 130], H=1, K=64, V=33, gate="key", dtype=BF16)),
+    ("gla-tcvec-varlen-fp16", "gla", dict(lens=[130, 0, 5], H=2, K=33, V=100, gate="key", dtype=F16)),
+    ("gla-tcvec-strong-fp16-t200", "gla", dict(B=1, T=200, H=1, K=60, V=64, gate="strongkey", dtype=F16)),
+    ("gla-tcvec-strong-bf16-k256v256", "gla", dict(B=1, T=130, H=1, K=256, V=256, gate="strongkey", dtype=BF16)),
     ("delta-gated-grouped-b2t65", "delta_rule", dict(B=2, T=65, H=1, HV=2, K=33, V=60, gated=True)),
     ("delta-varlen", "delta_rule", dict(lens=[0, 70, 0, 5, 1], H=2, HV=2, K=7, V=33, gated=False)),
     ("delta-gated-grouped-t130", "delta_rule", dict(B=1, T=130, H=2, HV=4, K=60, V=7, gated=True)),
@@ -162,8 +173,9 @@ def _layout(spec):
 def _make_gla(s):
     B, T, cu, N = _layout(s)
     H, K, V, dt = s["H"], s["K"], s["V"], s.get("dtype", F32)
-    gate = {"key": (B, T, H, K), "scalar": (B, T, H), "strong": (B, T, H), None: None}[s["gate"]]
-    if s["gate"] == "strong":
+    gate = {"key": (B, T, H, K), "scalar": (B, T, H), "strong": (B, T, H), "strongkey": (B, T, H, K),
+            None: None}[s["gate"]]
+    if s["gate"] in ("strong", "strongkey"):
         g = (-20 * torch.rand(gate)).to(dt)
     else:
         g = F.logsigmoid(torch.randn(gate) + 2).to(dt) if gate else None
