@@ -1,8 +1,8 @@
 """Small CUDA workload for compute-sanitizer (memcheck / racecheck / synccheck): every GLA, delta-rule,
 sliding-window, LoLCATs and MoM dispatch / combine op forward and backward at odd sizes, varlen with empty
 sequences, initial states, grouped value heads, windows shorter and longer than a tile, fp32/fp16/bf16, and the
-tensor-core chunk_simple_gla forward and backward and chunk_(gated_)delta_rule forward and backward states
-pass (fp16/bf16)."""
+tensor-core chunk_simple_gla forward and backward, chunk_gla forward (per-key gates), sliding-window forward and
+chunk_(gated_)delta_rule forward and backward states pass (fp16/bf16)."""
 import torch
 import torch.nn.functional as F
 
@@ -65,6 +65,27 @@ def tensor_core_gla_workload(dev, dtype):
         # backward with dg (K > 64: per-K-tile partials and their reduction), dh0 and empty sequences
         (o.float().sum() + ht.sum()).backward()
         assert all(t.grad is not None for t in leaves)
+
+
+def tensor_core_gla_vector_workload(dev, dtype):
+    """chunk_gla (per-key gates) in half precision takes the tensor-core forward (the backward stays SIMT):
+    odd K / V, K and V of 256 (four key slabs, four V tiles), varlen with empty sequences, strong decay."""
+    if dtype == torch.float32:
+        return
+    cu = torch.tensor([0, 0, 65, 66, 196, 196, 213], device=dev)
+    cases = (((1, 213, 2, 100, 60), cu, False), ((1, 70, 1, 256, 256), None, False), ((2, 1, 1, 3, 3), None, False),
+             ((1, 200, 1, 60, 33), None, True))
+    for (B, T, H, K, V), cu_seqlens, strong in cases:
+        q, k = (torch.randn(B, T, H, K, device=dev, dtype=dtype) / K ** 0.25 for _ in range(2))
+        v = torch.randn(B, T, H, V, device=dev, dtype=dtype)
+        g = (-20 * torch.rand(B, T, H, K, device=dev)) if strong else F.logsigmoid(torch.randn(B, T, H, K, device=dev))
+        N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        h0 = torch.randn(N, H, K, V, device=dev)
+        leaves = [t.requires_grad_() for t in (q, k, v, g.to(dtype), h0)]
+        o, ht = linattn.chunk_gla(*leaves[:4], initial_state=leaves[4], output_final_state=True,
+                                  cu_seqlens=cu_seqlens)
+        assert torch.isfinite(o).all() and torch.isfinite(ht).all()
+        (o.float().sum() + ht.sum()).backward()
 
 
 def tensor_core_delta_workload(dev, dtype):
@@ -142,6 +163,7 @@ def main():
         delta_rule_workload(dev, dtype)
         window_workload(dev, dtype)
         tensor_core_gla_workload(dev, dtype)
+        tensor_core_gla_vector_workload(dev, dtype)
         tensor_core_delta_workload(dev, dtype)
         tensor_core_swa_workload(dev, dtype)
         mom_workload(dev, dtype)
