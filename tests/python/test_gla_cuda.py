@@ -142,8 +142,8 @@ def tc_run(qkv, kw, h0, cu=None):
                                     output_final_state=True, cu_seqlens=None if cu is None else cu.cuda())
 
 
-def tc_check(qkv, kw, h0, cu=None):
-    o, ht = tc_run(qkv, kw, h0, cu)
+def tc_check(qkv, kw, h0, cu=None, run=tc_run):
+    o, ht = run(qkv, kw, h0, cu)
     eo, eh = tc_reference(qkv, kw, h0, cu)
     lo, lh = tc_reference([t.cuda() for t in qkv], {n: t.cuda() for n, t in kw.items()}, h0.cuda(),
                           None if cu is None else cu.cuda(), dtype=None)
@@ -378,14 +378,7 @@ def vec_run(qkv, kw, h0, cu=None):
 
 
 def vec_check(qkv, kw, h0, cu=None):
-    o, ht = vec_run(qkv, kw, h0, cu)
-    eo, eh = tc_reference(qkv, kw, h0, cu)
-    lo, lh = tc_reference([t.cuda() for t in qkv], {n: t.cuda() for n, t in kw.items()}, h0.cuda(),
-                          None if cu is None else cu.cuda(), dtype=None)
-    assert torch.isfinite(o).all() and torch.isfinite(ht).all()
-    check(o.cpu(), eo, lo.cpu(), "o")
-    check(ht.cpu(), eh, lh.cpu(), "final_state")
-    return o, ht
+    return tc_check(qkv, kw, h0, cu, run=vec_run)
 
 
 @pytest.mark.parametrize("dtype", TC_DTYPES)
