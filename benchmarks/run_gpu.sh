@@ -3,7 +3,8 @@
 # compute-sanitizer, benchmark. One step per device command; each is meant to stay under ~8 minutes on an H100
 # (a device command is cut at 10):
 #
-#   bash benchmarks/run_gpu.sh build           # pip install with LINATTN_CUDA=1, MAX_JOBS=16
+#   bash benchmarks/run_gpu.sh build           # pip wheel + install with LINATTN_CUDA=1, MAX_JOBS=16
+#   bash benchmarks/run_gpu.sh ensure          # installed? else the wheel carried in DEV_WHEELS, else build
 #   bash benchmarks/run_gpu.sh test [pytest args]   # tests/python/test_*_cuda.py, then the other tests
 #   bash benchmarks/run_gpu.sh sanitize        # memcheck, racecheck, synccheck on benchmarks/sanitize.py
 #   bash benchmarks/run_gpu.sh bench-chunked [bench_gpu.py args]   # ceilings + chunked ops vs fla / SDPA
@@ -44,12 +45,36 @@ status=0
 note() { echo "== run_gpu.sh: $* ($(date +%T))"; }
 fail() { echo "== run_gpu.sh: FAILED: $*"; status=1; }
 
+have_cuda_build() {
+  (cd /tmp && "$PY" -c "import linattn, sys; sys.exit(0 if linattn.has_cuda_kernels() else 1)") 2>/dev/null
+}
+
 build() {
-  note "build"
+  # Builds a wheel (kept under build/wheelhouse and, split into <16 MiB parts, under $OUT when the device tool
+  # sets it) so that a later call on a fresh machine can reinstall it with `ensure` instead of recompiling.
+  note "build (archs ${LINATTN_CUDA_ARCHS:-80;90a})"
   export MAX_JOBS=${MAX_JOBS:-16} LINATTN_CUDA=1
-  pip install -q --no-build-isolation --no-deps . 2>&1 | tail -3
-  (cd /tmp && "$PY" -c "import linattn; assert linattn.has_cuda_kernels(); print('linattn built with CUDA kernels')") \
-    || { fail "build"; return 1; }
+  rm -rf build/wheelhouse
+  pip wheel -q --no-build-isolation --no-deps -w build/wheelhouse . 2>&1 | tail -5
+  pip install -q --no-deps --force-reinstall build/wheelhouse/linattn-*.whl 2>&1 | tail -3
+  have_cuda_build || { fail "build"; return 1; }
+  note "linattn built with CUDA kernels"
+  if [[ -n "${OUT:-}" ]]; then
+    (cd build/wheelhouse && for w in linattn-*.whl; do split -b 15m "$w" "$OUT/$w.part-"; done)
+  fi
+}
+
+ensure() {
+  # Installed already (warm machine), else a wheel carried in $DEV_WHEELS (parts joined), else build.
+  have_cuda_build && { note "linattn already installed"; return 0; }
+  local dir=${DEV_WHEELS:-devwheel} part name
+  if compgen -G "$dir/linattn-*.whl.part-*" >/dev/null; then
+    name=$(basename "$(ls "$dir"/linattn-*.whl.part-* | head -1)"); name=${name%.part-*}
+    cat "$dir/$name".part-* > "/tmp/$name"
+    pip install -q --no-deps --force-reinstall "/tmp/$name" 2>&1 | tail -3
+    have_cuda_build && { note "installed carried $name"; return 0; }
+  fi
+  build
 }
 
 run_tests() {
@@ -96,11 +121,12 @@ bench() {
 
 case $step in
   build) build ;;
-  test) run_tests "$@" ;;
-  sanitize) sanitize ;;
-  bench-chunked) install_wheels; bench --sections chunked "$@" ;;
-  bench-rest) install_wheels; bench --sections decode,swa,lolcats,liger,mom "$@" ;;
-  bench) install_wheels; bench --sections chunked "$@"; bench --sections decode,swa,lolcats,liger,mom "$@" ;;
+  ensure) ensure ;;
+  test) ensure && run_tests "$@" ;;
+  sanitize) ensure && sanitize ;;
+  bench-chunked) ensure && install_wheels; bench --sections chunked "$@" ;;
+  bench-rest) ensure && install_wheels; bench --sections decode,swa,lolcats,liger,mom "$@" ;;
+  bench) ensure && install_wheels; bench --sections chunked "$@"; bench --sections decode,swa,lolcats,liger,mom "$@" ;;
   all)
     build || exit 1
     run_tests; sanitize; install_wheels
