@@ -62,7 +62,8 @@ build() {
     || grep -E "error:|FAILED|Error" build/wheel.log | head -40
   "$PY" -m pip install -q --no-deps --force-reinstall build/wheelhouse/linattn-*.whl 2>&1 | tail -3
   have_cuda_build || { fail "build"; return 1; }
-  note "linattn built with CUDA kernels"
+  note "linattn built with CUDA kernels; its libraries: $(cd /tmp && "$PY" -c \
+    'from linattn import _elf, _library; print(" ".join(_elf.needed_libraries(_library.LIBRARY_PATH)))')"
   if [[ -n "${OUT:-}" ]]; then
     (cd build/wheelhouse && for w in linattn-*.whl; do split -b 15m "$w" "$OUT/$w.part-"; done)
   fi
