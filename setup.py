@@ -11,8 +11,10 @@ Environment:
   MAX_JOBS                  parallel compile jobs (read by torch's ninja build)
 """
 import glob
+import importlib.util
 import os
 import shutil
+import sys
 
 from setuptools import find_packages, setup
 from torch.utils import cpp_extension
@@ -27,6 +29,41 @@ def want_cuda():
     if flag is not None:
         return flag == "1"
     return torch.version.cuda is not None and cpp_extension.CUDA_HOME is not None
+
+
+def _elf_module():
+    spec = importlib.util.spec_from_file_location("_linattn_elf", os.path.join(ROOT, "python", "linattn", "_elf.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def shared_libstdcxx():
+    """The libstdc++.so.6 this process (and so torch) runs on, or None. Naming it on the link line makes the
+    library depend on it even where the linker would otherwise find only libstdc++.a and copy it in."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        with open("/proc/self/maps") as maps:
+            for line in maps:
+                path = line.split()[-1]
+                if os.path.basename(path).startswith("libstdc++.so") and os.path.exists(path):
+                    return path
+    except OSError:
+        pass
+    return None
+
+
+def check_links_shared_libstdcxx(lib_path):
+    if not sys.platform.startswith("linux") or not os.path.exists(lib_path):
+        return
+    needed = _elf_module().needed_libraries(lib_path)
+    if not any(n.startswith("libstdc++.so") for n in needed):
+        raise RuntimeError(
+            f"{lib_path} does not load the shared libstdc++ (its dependencies: {needed}): the linker copied "
+            "libstdc++.a into it, and such a library crashes (SIGSEGV) when it formats a number in an error "
+            "message next to torch's own libstdc++. Install the shared libstdc++ development link "
+            "(e.g. the libstdc++-<version>-dev package of your g++) or unset flags such as -static-libstdc++.")
 
 
 def cuda_arch_flags():
@@ -60,6 +97,8 @@ class BuildExt(cpp_extension.BuildExtension):
         if self.inplace:
             os.makedirs(os.path.join(ROOT, "python", "linattn", "lib"), exist_ok=True)
         super().run()
+        for ext in self.extensions:
+            check_links_shared_libstdcxx(self.get_ext_fullpath(ext.name))
         pkg = os.path.join(ROOT, "python", "linattn") if self.inplace else os.path.join(self.build_lib, "linattn")
         install_package_files(pkg)
 
@@ -83,7 +122,7 @@ def extension():
         name="linattn.lib.liblinattn",
         sources=sources(cuda),
         include_dirs=[os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc"), ROOT],
-        extra_link_args=["-Wl,-soname," + LIB_NAME],
+        extra_link_args=["-Wl,-soname," + LIB_NAME] + ([shared_libstdcxx()] if shared_libstdcxx() else []),
     )
     if cuda:
         nvcc = ["-O3", "-std=c++17", "--expt-relaxed-constexpr", "-lineinfo", "-DLINATTN_WITH_CUDA"]

@@ -3,8 +3,11 @@
 # compute-sanitizer, benchmark. One step per device command; each is meant to stay under ~8 minutes on an H100
 # (a device command is cut at 10):
 #
-#   bash benchmarks/run_gpu.sh build           # pip install with LINATTN_CUDA=1, MAX_JOBS=16
-#   bash benchmarks/run_gpu.sh test [pytest args]   # tests/python/test_*_cuda.py, then the other tests
+#   bash benchmarks/run_gpu.sh build           # pip wheel + install with LINATTN_CUDA=1, MAX_JOBS=16
+#   bash benchmarks/run_gpu.sh ensure          # installed? else the wheel carried in DEV_WHEELS, else build
+#   bash benchmarks/run_gpu.sh test [pytest args]   # one pytest per file (CUDA files first), logs in $OUT
+#   bash benchmarks/run_gpu.sh diagnose        # native backtrace of bad-input calls (benchmarks/diagnose_errors.py)
+#   bash benchmarks/run_gpu.sh profile [args]  # per-kernel CUDA times of each chunked op (profile_ops.py)
 #   bash benchmarks/run_gpu.sh sanitize        # memcheck, racecheck, synccheck on benchmarks/sanitize.py
 #   bash benchmarks/run_gpu.sh bench-chunked [bench_gpu.py args]   # ceilings + chunked ops vs fla / SDPA
 #   bash benchmarks/run_gpu.sh bench-rest [bench_gpu.py args]      # decode, swa, lolcats, liger, mom
@@ -26,7 +29,7 @@
 # carry wheels/ (git-ignored) to the device and run with FLA_WHEELS=wheels: every .whl in it is installed
 # with --no-deps --no-index before a bench step. Without them the fla columns say n/a and the plot is skipped.
 #
-# Environment: TEST_TIMEOUT (s per pytest run, 300), SANITIZE_TIMEOUT (s per tool, 150), BENCH_TIMEOUT (s per
+# Environment: TEST_TIMEOUT (s per test file, 300), TEST_CASE_TIMEOUT (s per test, 120), LOG_DIR, SANITIZE_TIMEOUT (s per tool, 150), BENCH_TIMEOUT (s per
 # bench_gpu.py run, 570),
 # SANITIZE_KERNELS (compute-sanitizer kernel filter, default kns=linattn: check only linattn's kernels;
 # empty: check every kernel), TRITON_CACHE_DIR / TORCHINDUCTOR_CACHE_DIR (default under build/, which a warm
@@ -36,7 +39,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 step=${1:-all}
 shift || true
-PY=${PYTHON:-python}
+PY=${PYTHON:-python3}
 export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$ROOT/build/triton-cache}
 export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$ROOT/build/inductor-cache}
 status=0
@@ -44,26 +47,72 @@ status=0
 note() { echo "== run_gpu.sh: $* ($(date +%T))"; }
 fail() { echo "== run_gpu.sh: FAILED: $*"; status=1; }
 
+have_cuda_build() {
+  (cd /tmp && "$PY" -c "import linattn, sys; sys.exit(0 if linattn.has_cuda_kernels() else 1)") 2>/dev/null
+}
+
 build() {
-  note "build"
+  # Builds a wheel (kept under build/wheelhouse and, split into <16 MiB parts, under $OUT when the device tool
+  # sets it) so that a later call on a fresh machine can reinstall it with `ensure` instead of recompiling.
+  note "build (archs ${LINATTN_CUDA_ARCHS:-80;90a})"
   export MAX_JOBS=${MAX_JOBS:-16} LINATTN_CUDA=1
-  pip install -q --no-build-isolation --no-deps . 2>&1 | tail -3
-  (cd /tmp && "$PY" -c "import linattn; assert linattn.has_cuda_kernels(); print('linattn built with CUDA kernels')") \
-    || { fail "build"; return 1; }
+  rm -rf build/wheelhouse
+  mkdir -p build
+  "$PY" -m pip wheel --no-build-isolation --no-deps -w build/wheelhouse . > build/wheel.log 2>&1 \
+    || grep -E "error:|FAILED|Error" build/wheel.log | head -40
+  "$PY" -m pip install -q --no-deps --force-reinstall build/wheelhouse/linattn-*.whl 2>&1 | tail -3
+  have_cuda_build || { fail "build"; return 1; }
+  note "linattn built with CUDA kernels; its libraries: $(cd /tmp && "$PY" -c \
+    'from linattn import _elf, _library; print(" ".join(_elf.needed_libraries(_library.LIBRARY_PATH)))')"
+  if [[ -n "${OUT:-}" ]]; then
+    (cd build/wheelhouse && for w in linattn-*.whl; do split -b 15m "$w" "$OUT/$w.part-"; done)
+  fi
+}
+
+ensure() {
+  # Installed already (warm machine), else a wheel carried in $DEV_WHEELS (parts joined), else build.
+  have_cuda_build && { note "linattn already installed"; return 0; }
+  local dir=${DEV_WHEELS:-devwheel} part name
+  if compgen -G "$dir/linattn-*.whl.part-*" >/dev/null; then
+    name=$(basename "$(ls "$dir"/linattn-*.whl.part-* | head -1)"); name=${name%.part-*}
+    cat "$dir/$name".part-* > "/tmp/$name"
+    "$PY" -m pip install -q --no-deps --force-reinstall "/tmp/$name" 2>&1 | tail -3
+    have_cuda_build && { note "installed carried $name"; return 0; }
+  fi
+  build
 }
 
 run_tests() {
-  # From /tmp so that the installed package, not the source tree, is what gets imported.
-  local cuda=() rest=() f
-  for f in tests/python/test_*.py; do
-    if [[ $f == *_cuda.py ]]; then cuda+=("$ROOT/$f"); else rest+=("$ROOT/$f"); fi
+  # One pytest per file, no xdist, -v: a hung or crashing test is named by the last "file::test" line of its
+  # log (per-test limit TEST_CASE_TIMEOUT, thread method: it dumps every thread's stack and ends the process,
+  # so the next file still runs). From /tmp so that the installed package, not the source tree, is imported.
+  # Logs and JUnit XML go to $LOG_DIR ($OUT when the device tool sets it). CUDA files first.
+  local log_dir=${LOG_DIR:-${OUT:-$ROOT/build/test-logs}} f name rc
+  mkdir -p "$log_dir"
+  local files=()
+  for f in tests/python/test_*_cuda.py; do files+=("$f"); done
+  for f in tests/python/test_*.py; do [[ $f == *_cuda.py ]] || files+=("$f"); done
+  export TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-1}
+  for f in "${files[@]}"; do
+    name=$(basename "$f" .py)
+    note "pytest $name"
+    (cd /tmp && timeout "${TEST_TIMEOUT:-300}" "$PY" -X faulthandler -m pytest -v -rfE -p no:cacheprovider \
+      -p no:randomly --timeout "${TEST_CASE_TIMEOUT:-120}" --timeout-method thread \
+      --junitxml "$log_dir/$name.xml" "$ROOT/$f" "$@" > "$log_dir/$name.log" 2>&1)
+    rc=$?
+    grep -E "^(FAILED|ERROR) |[0-9]+ (passed|failed)|Timeout|Fatal Python error" "$log_dir/$name.log" | cut -c1-240 | head -25
+    if [[ $rc -ne 0 && $rc -ne 5 ]]; then
+      fail "$name (rc $rc; last test started: $(grep -E '::' "$log_dir/$name.log" | tail -1 | cut -c1-160))"
+    fi
   done
-  note "CUDA tests first (${#cuda[@]} files)"
-  (cd /tmp && timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -p no:cacheprovider "${cuda[@]}" "$@") \
-    || fail "CUDA tests"
-  note "other tests (${#rest[@]} files)"
-  (cd /tmp && timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -p no:cacheprovider "${rest[@]}" "$@") \
-    || fail "other tests"
+}
+
+diagnose() {
+  # Native backtraces (cuda-gdb also debugs host code) of the bad-input calls that ended the process with
+  # SIGSEGV on the GPU machine (2026-11-23), instead of raising.
+  note "diagnose: bad-input calls under cuda-gdb"
+  (cd /tmp && timeout 240 cuda-gdb -q -batch -ex "set pagination off" -ex run -ex bt -ex "info sharedlibrary linattn" \
+    --args "$PY" "$ROOT/benchmarks/diagnose_errors.py") 2>&1 | grep -v "^\[New Thread\|^\[Thread .* exited" | tail -80
 }
 
 sanitize() {
@@ -83,7 +132,7 @@ sanitize() {
 install_wheels() {
   if [[ -n "${FLA_WHEELS:-}" ]]; then
     note "installing wheels from $FLA_WHEELS"
-    pip install -q --no-deps --no-index "$FLA_WHEELS"/*.whl || fail "wheel install (continuing without)"
+    "$PY" -m pip install -q --no-deps --no-index "$FLA_WHEELS"/*.whl || fail "wheel install (continuing without)"
   fi
 }
 
@@ -96,15 +145,18 @@ bench() {
 
 case $step in
   build) build ;;
-  test) run_tests "$@" ;;
-  sanitize) sanitize ;;
-  bench-chunked) install_wheels; bench --sections chunked "$@" ;;
-  bench-rest) install_wheels; bench --sections decode,swa,lolcats,liger,mom "$@" ;;
-  bench) install_wheels; bench --sections chunked "$@"; bench --sections decode,swa,lolcats,liger,mom "$@" ;;
+  ensure) ensure ;;
+  diagnose) ensure && diagnose ;;
+  profile) ensure && "$PY" benchmarks/profile_ops.py "$@" ;;
+  test) ensure && run_tests "$@" ;;
+  sanitize) ensure && sanitize ;;
+  bench-chunked) ensure && install_wheels; bench --sections chunked "$@" ;;
+  bench-rest) ensure && install_wheels; bench --sections decode,swa,lolcats,liger,mom "$@" ;;
+  bench) ensure && install_wheels; bench --sections chunked "$@"; bench --sections decode,swa,lolcats,liger,mom "$@" ;;
   all)
     build || exit 1
     run_tests; sanitize; install_wheels
     bench --sections chunked; bench --sections decode,swa,lolcats,liger,mom ;;
-  *) echo "usage: $0 build|test|sanitize|bench-chunked|bench-rest|bench|all [args]" >&2; exit 2 ;;
+  *) echo "usage: $0 build|ensure|test|diagnose|profile|sanitize|bench-chunked|bench-rest|bench|all [args]" >&2; exit 2 ;;
 esac
 exit $status

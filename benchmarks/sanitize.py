@@ -1,7 +1,8 @@
 """Small CUDA workload for compute-sanitizer (memcheck / racecheck / synccheck): every GLA, delta-rule,
 sliding-window, LoLCATs and MoM dispatch / combine op forward and backward at odd sizes, varlen with empty
 sequences, initial states, grouped value heads, windows shorter and longer than a tile, fp32/fp16/bf16, and the
-tensor-core chunk_simple_gla forward and backward and chunk_(gated_)delta_rule forward (fp16/bf16)."""
+tensor-core chunk_simple_gla forward and backward, chunk_gla forward (per-key gates), sliding-window forward and
+chunk_(gated_)delta_rule forward and backward states pass (fp16/bf16)."""
 import torch
 import torch.nn.functional as F
 
@@ -66,9 +67,31 @@ def tensor_core_gla_workload(dev, dtype):
         assert all(t.grad is not None for t in leaves)
 
 
+def tensor_core_gla_vector_workload(dev, dtype):
+    """chunk_gla (per-key gates) in half precision takes the tensor-core forward (the backward stays SIMT):
+    odd K / V, K and V of 256 (four key slabs, four V tiles), varlen with empty sequences, strong decay."""
+    if dtype == torch.float32:
+        return
+    cu = torch.tensor([0, 0, 65, 66, 196, 196, 213], device=dev)
+    cases = (((1, 213, 2, 100, 60), cu, False), ((1, 70, 1, 256, 256), None, False), ((2, 1, 1, 3, 3), None, False),
+             ((1, 200, 1, 60, 33), None, True))
+    for (B, T, H, K, V), cu_seqlens, strong in cases:
+        q, k = (torch.randn(B, T, H, K, device=dev, dtype=dtype) / K ** 0.25 for _ in range(2))
+        v = torch.randn(B, T, H, V, device=dev, dtype=dtype)
+        g = (-20 * torch.rand(B, T, H, K, device=dev)) if strong else F.logsigmoid(torch.randn(B, T, H, K, device=dev))
+        N = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        h0 = torch.randn(N, H, K, V, device=dev)
+        leaves = [t.requires_grad_() for t in (q, k, v, g.to(dtype), h0)]
+        o, ht = linattn.chunk_gla(*leaves[:4], initial_state=leaves[4], output_final_state=True,
+                                  cu_seqlens=cu_seqlens)
+        assert torch.isfinite(o).all() and torch.isfinite(ht).all()
+        (o.float().sum() + ht.sum()).backward()
+
+
 def tensor_core_delta_workload(dev, dtype):
-    """chunk_(gated_)delta_rule forward in half precision takes the tensor-core path (the backward stays SIMT):
-    varlen with empty sequences, grouped value heads, odd and the largest head dims, T = 1, strong decay."""
+    """chunk_(gated_)delta_rule in half precision takes the tensor-core forward and, in the backward, the
+    tensor-core states pass (passes 2 and 3 stay SIMT): varlen with empty sequences, grouped value heads, odd and
+    the largest head dims, T = 1, strong decay, initial and final states with their gradients."""
     if dtype == torch.float32:
         return
     cu = torch.tensor([0, 65, 66, 196, 196, 213], device=dev)
@@ -81,9 +104,12 @@ def tensor_core_delta_workload(dev, dtype):
         g = (-20 * torch.rand(B, T, HV, device=dev) ** 4).to(dtype)
         N = B if cu_seqlens is None else cu_seqlens.numel() - 1
         h0 = torch.randn(N, HV, K, V, device=dev)
+        for t in (q, k, v, g, beta, h0):
+            t.requires_grad_()
         kw = dict(initial_state=h0, output_final_state=True, use_qk_l2norm_in_kernel=True, cu_seqlens=cu_seqlens)
-        linattn.chunk_delta_rule(q, k, v, beta, **kw)
-        linattn.chunk_gated_delta_rule(q, k, v, g, beta, **kw)
+        for o, ht in (linattn.chunk_delta_rule(q, k, v, beta, **kw),
+                      linattn.chunk_gated_delta_rule(q, k, v, g, beta, **kw)):
+            (o.float().sum() + ht.sum()).backward()
 
 
 def tensor_core_swa_workload(dev, dtype):
@@ -137,6 +163,7 @@ def main():
         delta_rule_workload(dev, dtype)
         window_workload(dev, dtype)
         tensor_core_gla_workload(dev, dtype)
+        tensor_core_gla_vector_workload(dev, dtype)
         tensor_core_delta_workload(dev, dtype)
         tensor_core_swa_workload(dev, dtype)
         mom_workload(dev, dtype)

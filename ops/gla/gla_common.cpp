@@ -189,7 +189,7 @@ std::tuple<at::Tensor, at::Tensor> finish_gate_grads(const at::Tensor& dg_state,
   at::Tensor dg = at::empty({0}, q.options());
   at::Tensor dg_gamma = at::empty({0}, q.options());
   if (g.has_value()) dg = dg_state.to(g->scalar_type());
-  if (g_gamma.has_value()) dg_gamma = dg_state.sum({0, 1}).to(g_gamma->scalar_type());
+  if (g_gamma.has_value()) dg_gamma = dg_state.sum(at::IntArrayRef{0, 1}).to(g_gamma->scalar_type());
   return {dg, dg_gamma};
 }
 

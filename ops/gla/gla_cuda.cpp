@@ -1,6 +1,7 @@
 // CUDA backend of the GLA ops: float32, float16 and bfloat16 inputs (fp32 gates, states and accumulation).
 // The kernels are torch-free (ops/gla/cuda/); this file checks what they support, picks the dtype and the
-// path (fp16 / bf16 chunked forwards and backwards with a scalar or no gate run on tensor cores), allocates
+// path (fp16 / bf16 chunked forwards run on tensor cores, and so do the backwards with a scalar or no gate; the
+// backward of per-key gates stays SIMT and recomputes its states, reading no forward workspace), allocates
 // the workspaces with the caching allocator and launches on the current stream of q's device
 // (c10::cuda::getCurrentCUDAStream, the stream at::cuda::getCurrentCUDAStream returns; c10/cuda headers avoid
 // ATen/cuda/CUDAContext.h, which pulls in cuSPARSE/cuBLAS headers).
@@ -49,8 +50,8 @@ void check_head_dims(const char* op, int64_t K, int64_t V) {
               ", got V=", V, " (v last dim); split the heads or run on CPU");
 }
 
-// LINATTN_GLA_FORCE_SIMT=1 keeps fp16 / bf16 scalar-gate chunked forwards and backwards on the fp32 SIMT
-// kernels, so one GPU session can compare both paths (a subprocess per setting: the variable is read once).
+// LINATTN_GLA_FORCE_SIMT=1 keeps fp16 / bf16 chunked forwards (scalar and per-key gates) and scalar-gate
+// backwards on the fp32 SIMT kernels, so one GPU session can compare both paths (a subprocess per setting: the variable is read once).
 bool force_simt() {
   static const bool force = [] {
     const char* env = std::getenv("LINATTN_GLA_FORCE_SIMT");
@@ -65,6 +66,13 @@ template <gpu::DType D>
 void run_chunk_forward_tc(const FwdParams& p, const at::Tensor& q, cudaStream_t stream) {
   const at::Tensor ws = at::empty({gpu::chunk_forward_tc_workspace_floats(p)}, q.options().dtype(at::kFloat));
   gpu::chunk_forward_tc<D>(p, ws.data_ptr<float>(), stream);
+}
+
+// Tensor-core forward for per-key gates (fp16 / bf16); same workspace size and allocation as the scalar one.
+template <gpu::DType D>
+void run_chunk_forward_tc_vec(const FwdParams& p, const at::Tensor& q, cudaStream_t stream) {
+  const at::Tensor ws = at::empty({gpu::chunk_forward_tc_workspace_floats(p)}, q.options().dtype(at::kFloat));
+  gpu::chunk_forward_tc_vec<D>(p, ws.data_ptr<float>(), stream);
 }
 
 // Tensor-core backward (same inputs as the tensor-core forward); one fp32 workspace for all its regions.
@@ -98,6 +106,12 @@ struct CudaBackend {
         run_chunk_forward_tc<gpu::DType::kFloat16>(p, q, stream);
       } else {
         run_chunk_forward_tc<gpu::DType::kBFloat16>(p, q, stream);
+      }
+    } else if (algo == Algo::Chunk && gpu::tc_vec_forward_supported(dt, p) && !force_simt()) {
+      if (dt == gpu::DType::kFloat16) {
+        run_chunk_forward_tc_vec<gpu::DType::kFloat16>(p, q, stream);
+      } else {
+        run_chunk_forward_tc_vec<gpu::DType::kBFloat16>(p, q, stream);
       }
     } else if (algo == Algo::Chunk) {
       switch (dt) {

@@ -38,9 +38,16 @@ def delta_rule(x):
     o, ht = E.delta_forward(*common, False, True)  # the glue's path: tensor cores for fp16 / bf16
     o_simt, ht_simt = E.delta_forward(*common, False, True, True)
     o_rec, ht_rec = E.delta_forward(*common, True, True)
-    dq, dk, dv, dbeta, dg, dh0 = E.delta_backward(*common, x["do"], x["dht"])
-    return dict(o=o, ht=ht, o_simt=o_simt, ht_simt=ht_simt, o_rec=o_rec, ht_rec=ht_rec, dq=dq, dk=dk, dv=dv,
-                dbeta=dbeta, dg=dg, dh0=dh0)
+    # fused_recurrent_delta_rule_inplace: the same kernel with the final state written over the initial one
+    o_inplace, ht_inplace = E.delta_recurrent_inplace(*common[:5], x["scale"], x["h0"], x["cu_seqlens"])
+    dq, dk, dv, dbeta, dg, dh0 = E.delta_backward(*common, x["do"], x["dht"])  # the glue's backward
+    out = dict(o=o, ht=ht, o_simt=o_simt, ht_simt=ht_simt, o_rec=o_rec, ht_rec=ht_rec, o_inplace=o_inplace,
+               ht_inplace=ht_inplace, dq=dq, dk=dk, dv=dv, dbeta=dbeta, dg=dg, dh0=dh0)
+    if x.get("simt_backward"):  # the SIMT backward too (LINATTN_DELTA_FORCE_SIMT=1)
+        simt = E.delta_backward(*common, x["do"], x["dht"], True)
+        for name, t in zip(("dq", "dk", "dv", "dbeta", "dg", "dh0"), simt):
+            out[name + "_simt"] = t
+    return out
 
 
 def swa(x):

@@ -92,6 +92,20 @@ CASES = [
     ("gla-tc-bwd-scalar-bf16-t1", "gla", dict(B=3, T=1, H=2, K=5, V=7, gate="scalar", dtype=BF16)),
     ("gla-tc-bwd-nogate-varlen-fp16", "gla", dict(lens=[130, 0, 5], H=1, K=33, V=256, gate=None, dtype=F16,
                                                   simt=True)),
+    # The tensor-core forward for per-key gates (fp16 / bf16; the glue's path, beside the SIMT and recurrent
+    # forwards; the backward stays SIMT). gate "strongkey": per-key log gates uniform in [-20, 0] per step.
+    ("gla-tcvec-fp16-t1", "gla", dict(B=2, T=1, H=2, K=3, V=3, gate="key", dtype=F16)),
+    ("gla-tcvec-bf16-t5-k60v100", "gla", dict(B=1, T=5, H=2, K=60, V=100, gate="key", dtype=BF16)),
+    ("gla-tcvec-fp16-t65-k100v60", "gla", dict(B=2, T=65, H=1, K=100, V=60, gate="key", dtype=F16)),
+    ("gla-tcvec-bf16-t130-k3v64", "gla", dict(B=1, T=130, H=2, K=3, V=64, gate="key", dtype=BF16)),
+    ("gla-tcvec-fp16-t200-k128v128", "gla", dict(B=1, T=200, H=1, K=128, V=128, gate="key", dtype=F16)),
+    ("gla-tcvec-varlen-bf16", "gla", dict(lens=[0, 65, 1, 0, 130], H=1, K=64, V=33, gate="key", dtype=BF16)),
+    ("gla-tcvec-varlen-fp16", "gla", dict(lens=[130, 0, 5], H=2, K=33, V=100, gate="key", dtype=F16)),
+    ("gla-tcvec-strong-fp16-t200", "gla", dict(B=1, T=200, H=1, K=60, V=64, gate="strongkey", dtype=F16)),
+    ("gla-tcvec-strong-bf16-k256v256", "gla", dict(B=1, T=130, H=1, K=256, V=256, gate="strongkey", dtype=BF16)),
+    # fp16 states beyond 65504 (weak decay, large k and v): S_c needs the power-of-two range scaling. PyTorch's
+    # fp16 recurrence overflows here, so test_gla_tcvec_fp16_states_beyond_fp16_range checks it instead.
+    ("gla-tcvec-fp16-beyond-range", "gla", dict(B=1, T=300, H=1, K=16, V=16, gate="key", dtype=F16, big=True)),
     ("delta-gated-grouped-b2t65", "delta_rule", dict(B=2, T=65, H=1, HV=2, K=33, V=60, gated=True)),
     ("delta-varlen", "delta_rule", dict(lens=[0, 70, 0, 5, 1], H=2, HV=2, K=7, V=33, gated=False)),
     ("delta-gated-grouped-t130", "delta_rule", dict(B=1, T=130, H=2, HV=4, K=60, V=7, gated=True)),
@@ -122,6 +136,21 @@ CASES = [
                                                dtype=F16)),
     ("delta-tc-beta1-strong-decay-bf16", "delta_rule", dict(B=1, T=200, H=1, HV=1, K=60, V=40, gated="strong",
                                                             l2=True, hard=True, dtype=BF16)),
+    # The backward with its states pass on tensor cores (fp16 / bf16; the glue's path), and (simt) the SIMT
+    # backward on the same inputs: every gradient incl. dbeta, dg, dh0 against the float64 recurrence.
+    ("delta-tc-bwd-gated-grouped-t200-fp16", "delta_rule", dict(B=1, T=200, H=1, HV=2, K=60, V=100, gated=True,
+                                                                l2=True, dtype=F16, simt=True)),
+    ("delta-tc-bwd-t1-bf16", "delta_rule", dict(B=2, T=1, H=1, HV=2, K=3, V=3, gated=True, dtype=BF16, simt=True)),
+    ("delta-tc-bwd-t5-k100v60-fp16", "delta_rule", dict(B=1, T=5, H=2, HV=4, K=100, V=60, gated=False, l2=True,
+                                                        dtype=F16)),
+    ("delta-tc-bwd-varlen-bf16", "delta_rule", dict(lens=[65, 0, 130, 5], H=1, HV=2, K=64, V=64, gated=True,
+                                                    l2=True, dtype=BF16, simt=True)),
+    ("delta-tc-bwd-t130-k128-fp16", "delta_rule", dict(B=1, T=130, H=1, HV=1, K=128, V=128, gated=False, l2=True,
+                                                       dtype=F16)),
+    ("delta-tc-bwd-beta1-strong-fp16", "delta_rule", dict(B=1, T=130, H=1, HV=2, K=64, V=33, gated="strong",
+                                                          l2=True, hard=True, dtype=F16, simt=True)),
+    ("delta-tc-bwd-beta1-bf16", "delta_rule", dict(B=1, T=200, H=1, HV=1, K=60, V=40, gated=False, l2=True,
+                                                   hard=True, dtype=BF16)),
     ("swa-b2t65-w5", "swa", dict(B=2, T=65, H=2, K=33, V=60, w=5)),
     ("swa-varlen-w20", "swa", dict(lens=[0, 70, 0, 65, 1], H=1, K=7, V=7, w=20)),
     ("swa-t130-w64", "swa", dict(B=1, T=130, H=1, K=60, V=100, w=64)),
@@ -177,13 +206,17 @@ def _layout(spec):
 def _make_gla(s):
     B, T, cu, N = _layout(s)
     H, K, V, dt = s["H"], s["K"], s["V"], s.get("dtype", F32)
-    gate = {"key": (B, T, H, K), "scalar": (B, T, H), "strong": (B, T, H), None: None}[s["gate"]]
-    if s["gate"] == "strong":
+    gate = {"key": (B, T, H, K), "scalar": (B, T, H), "strong": (B, T, H), "strongkey": (B, T, H, K),
+            None: None}[s["gate"]]
+    if s["gate"] in ("strong", "strongkey"):
         g = (-20 * torch.rand(gate)).to(dt)
     else:
         g = F.logsigmoid(torch.randn(gate) + 2).to(dt) if gate else None
-    return dict(q=(torch.randn(B, T, H, K) / K ** 0.25).to(dt), k=(torch.randn(B, T, H, K) / K ** 0.25).to(dt),
-                v=torch.randn(B, T, H, V).to(dt), g=g, simt_backward=s.get("simt", False),
+    q, k, v = torch.randn(B, T, H, K) / K ** 0.25, torch.randn(B, T, H, K) / K ** 0.25, torch.randn(B, T, H, V)
+    if s.get("big"):  # undecayed states far above fp16's range
+        q, k, v = 0.01 * q, 60 * k, 60 * v
+        g = F.logsigmoid(torch.randn(gate) + 12).to(dt)
+    return dict(q=q.to(dt), k=k.to(dt), v=v.to(dt), g=g, simt_backward=s.get("simt", False),
                 g_gamma=(-0.3 * torch.rand(H)).to(dt) if s.get("gamma") else None,
                 scale=K ** -0.5, h0=torch.randn(N, H, K, V), cu_seqlens=cu, do=torch.randn(B, T, H, V).to(dt),
                 dht=torch.randn(N, H, K, V))
@@ -212,7 +245,7 @@ def _make_delta(s):
     beta = 1 - 1e-3 * torch.rand(B, T, HV) if s.get("hard") else torch.rand(B, T, HV)
     return dict(q=q.to(dt), k=k.to(dt), v=v.to(dt), g=g.to(dt) if g is not None else None, beta=beta.to(dt),
                 scale=K ** -0.5, h0=torch.randn(N, HV, K, V), cu_seqlens=cu, do=torch.randn(B, T, HV, V).to(dt),
-                dht=torch.randn(N, HV, K, V))
+                dht=torch.randn(N, HV, K, V), simt_backward=s.get("simt", False))
 
 
 def _make_swa(s):
@@ -376,7 +409,10 @@ def _check(emulated, cid, reference, kernel_names, wanted):
     _compare(got, pick(exact), pick(same_prec), dtype)
 
 
-@pytest.mark.parametrize("cid", _ids("gla"))
+RANGE_CASES = ["gla-tcvec-fp16-beyond-range"]
+
+
+@pytest.mark.parametrize("cid", [c for c in _ids("gla") if c not in RANGE_CASES])
 def test_gla_chunk_recurrent_and_backward(emulated, cid):
     gla_recurrence = _reference("gla", "gla_recurrence")
     x, _ = emulated(cid)
@@ -408,6 +444,23 @@ def test_gla_chunk_recurrent_and_backward(emulated, cid):
     _check(emulated, cid, reference, names, wanted)
 
 
+@pytest.mark.parametrize("cid", RANGE_CASES)
+def test_gla_tcvec_fp16_states_beyond_fp16_range(emulated, cid):
+    # The tensor-core forward (o, ht) against float64, relative to the largest reference value: PyTorch's fp16
+    # recurrence overflows on these inputs, so it cannot set the tolerance.
+    gla_recurrence = _reference("gla", "gla_recurrence")
+    x, out = emulated(cid)
+    assert "error" not in out, out.get("error")
+    assert not out["racy"], f"outputs differ between two thread interleavings (a race): {out['racy']}"
+    d = [x[n].double() for n in ("q", "k", "v", "g")]
+    eo, eh = gla_recurrence(*d, None, x["scale"], x["h0"].double(), True, x["cu_seqlens"], dtype=torch.float64)
+    assert eh.abs().max() > 65504
+    for name, got, e, tol in (("o", out["o"], eo, 2e-3), ("ht", out["ht"], eh, 1e-3)):
+        assert torch.isfinite(got).all(), name
+        err = (got.double() - e).abs().max().item() / e.abs().max().item()
+        assert err <= tol, f"{name}: max error {err:.2e} of the largest reference value"
+
+
 @pytest.mark.parametrize("cid", _ids("delta_rule"))
 def test_delta_rule_chunk_recurrent_and_backward(emulated, cid):
     delta_rule_recurrence = _reference("delta_rule", "delta_rule_recurrence")
@@ -422,9 +475,14 @@ def test_delta_rule_chunk_recurrent_and_backward(emulated, cid):
         return dict(o=o, ht=ht, **{"d" + n: grads[n] for n in leaves})
 
     # o / ht: the chunked forward the glue picks (tensor cores for fp16 / bf16); o_simt / ht_simt: the SIMT
-    # chunked forward (LINATTN_DELTA_FORCE_SIMT=1); o_rec / ht_rec: the recurrent one.
-    names = {n: n for n in ["o", "o_simt", "o_rec", "ht", "ht_simt", "ht_rec"] + ["d" + n for n in leaves]}
-    wanted = dict(names, o_simt="o", o_rec="o", ht_simt="ht", ht_rec="ht")
+    # chunked forward (LINATTN_DELTA_FORCE_SIMT=1); o_rec / ht_rec: the recurrent one; o_inplace / ht_inplace: the
+    # recurrent one writing the final state over the initial state's buffer.
+    names = {n: n for n in ["o", "o_simt", "o_rec", "o_inplace", "ht", "ht_simt", "ht_rec", "ht_inplace"]
+             + ["d" + n for n in leaves]}
+    wanted = dict(names, o_simt="o", o_rec="o", o_inplace="o", ht_simt="ht", ht_rec="ht", ht_inplace="ht")
+    if x.get("simt_backward"):  # both backward paths (states pass on tensor cores and SIMT) against the reference
+        for n in [n for n in names if n.startswith("d")]:
+            names[n + "_simt"], wanted[n + "_simt"] = n + "_simt", n
     _check(emulated, cid, reference, names, wanted)
 
 

@@ -205,7 +205,8 @@ def test_cuda_rejects_float64_large_heads_and_mixed_devices():
 # ---------------------------------------------------------------------------------------------------------
 # Tensor-core chunked forward (chunk_delta_rule / chunk_gated_delta_rule in fp16 / bf16). The glue picks it
 # for these inputs; LINATTN_DELTA_FORCE_SIMT=1 (read once per process) forces the fp32 SIMT kernel instead.
-# The backward is the SIMT one either way (it does not read the forward's workspaces).
+# The backward's states pass (pass 1) reruns the same tensor-core kernels in a states mode for these inputs
+# (passes 2 and 3 are SIMT); LINATTN_DELTA_FORCE_SIMT=1 puts it back on the SIMT kernel.
 
 TC_DTYPES = [torch.float16, torch.bfloat16]
 CHUNK_OPS = ["chunk_delta_rule", "chunk_gated_delta_rule"]
@@ -320,18 +321,88 @@ def test_cuda_tc_delta_forward_matches_simt_path(tmp_path):
             check(got, other.double(), same_prec, f"{name} {label} (tensor cores vs SIMT)")
 
 
-@pytest.mark.parametrize("dtype", TC_DTYPES)
-def test_cuda_tc_delta_forward_then_simt_backward(dtype):
-    # The forward's path does not change the gradients: the backward recomputes with its SIMT states pass.
-    ins, h0 = tc_case("chunk_gated_delta_rule", dtype, (1, 130, 1, 2, 60, 100))
-    do = torch.randn(1, 130, 2, 100, dtype=torch.float64)
-    dht = torch.randn(1, 2, 60, 100, dtype=torch.float64)
-    kw = dict(use_qk_l2norm_in_kernel=True)
+TC_BWD_CASES = [  # (shape B, T, H, HV, K, V; hard: beta near 1, nearly parallel keys, log gates down to -20)
+    ((1, 130, 1, 2, 60, 100), False), ((2, 65, 2, 2, 64, 64), False), ((3, 1, 1, 2, 7, 5), False),
+    ((1, 200, 1, 1, 128, 128), True), ((1, 70, 1, 1, 256, 256), False), ((1, 5, 2, 4, 100, 60), True)]
+
+
+def tc_backward_case(name, dtype, shape, hard, cu=None, N=None):
+    ins, h0 = tc_case(name, dtype, shape, N=N, hard=hard, strong=hard)
+    B, T, _, HV, K, V = shape
+    do = torch.randn(B, T, HV, V, dtype=torch.float64)
+    dht = torch.randn(N or B, HV, K, V, dtype=torch.float64)
+    return ins, h0, do, dht, cu
+
+
+def tc_backward_check(name, case, gr=None, o=None):
+    """Gradients of the glue's path (gr, o given: those) against float64, within 4x the same-precision error."""
+    ins, h0, do, dht, cu = case
+    kw = dict(use_qk_l2norm_in_kernel=True, cu_seqlens=None if cu is None else cu.to(DEV))
     cuda_in = [t.to(DEV) for t in ins] + [h0.to(DEV)]
-    o, ht, gr = grads_of(ours("chunk_gated_delta_rule"), cuda_in, do.to(DEV), dht.to(DEV), **kw)
-    cast = list(ins) + [h0]
-    eo, eh, eg = grads_of(ref("chunk_gated_delta_rule", torch.float64), [t.double() for t in cast], do, dht, **kw)
-    lo, lh, lg = grads_of(ref("chunk_gated_delta_rule", None), cuda_in, do.to(DEV), dht.to(DEV), **kw)
+    if gr is None:
+        o, _, gr = grads_of(ours(name), cuda_in, do.to(DEV), dht.to(DEV), **kw)
+    eo, _, eg = grads_of(ref(name, torch.float64), [t.double() for t in list(ins) + [h0]], do, dht,
+                         **dict(kw, cu_seqlens=cu))
+    lo, _, lg = grads_of(ref(name, None), cuda_in, do.to(DEV), dht.to(DEV), **kw)
     check(o, eo, lo, "o")
     for a, b, c, label in zip(gr, eg, lg, GRAD_NAMES):
-        check(a, b, c, label, factor=4.0)
+        if a is None and b is None:  # dg of the ungated op
+            continue
+        assert torch.isfinite(a).all(), f"{name} {label}: non-finite"
+        check(a, b, c, f"{name} {label}", factor=4.0)
+    return eg, lg
+
+
+@pytest.mark.parametrize("name", CHUNK_OPS)
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("case", TC_BWD_CASES, ids=lambda c: "x".join(map(str, c[0])) + ("-hard" if c[1] else ""))
+def test_cuda_tc_delta_backward_vs_reference(name, dtype, case):
+    tc_backward_check(name, tc_backward_case(name, dtype, *case))
+
+
+@pytest.mark.parametrize("name", CHUNK_OPS)
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_delta_backward_varlen_empty_sequences(name, dtype):
+    lens = [0, 65, 1, 0, 130]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    tc_backward_check(name, tc_backward_case(name, dtype, (1, sum(lens), 2, 4, 33, 64), False, cu, len(lens)))
+
+
+_SIMT_BWD_SCRIPT = """
+import sys, torch, linattn
+cases = torch.load(sys.argv[1])
+out = []
+for name, (ins, h0, do, dht, cu) in cases:
+    fn = getattr(linattn, name)
+    t = [x.cuda().requires_grad_() for x in list(ins) + [h0]]
+    q, k, v, g, beta, s0 = t
+    kw = dict(initial_state=s0, output_final_state=True, use_qk_l2norm_in_kernel=True,
+              cu_seqlens=None if cu is None else cu.cuda())
+    o, ht = fn(q, k, v, g, beta, **kw) if "gated" in name else fn(q, k, v, beta, **kw)
+    ((o.double() * do.cuda()).sum() + (ht.double() * dht.cuda()).sum()).backward()
+    out.append((o.detach().cpu(), [None if x.grad is None else x.grad.cpu() for x in t]))
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_cuda_tc_delta_backward_matches_simt_path(tmp_path):
+    # Same inputs through the SIMT backward (LINATTN_DELTA_FORCE_SIMT=1, a subprocess: read once per process):
+    # both within tolerance of float64, and of each other.
+    import os
+    import subprocess
+    import sys
+    cases = [(name, tc_backward_case(name, dtype, *c)) for dtype in TC_DTYPES for name in CHUNK_OPS
+             for c in (TC_BWD_CASES[0], TC_BWD_CASES[3])]
+    torch.save(cases, tmp_path / "in.pt")
+    env = dict(os.environ, LINATTN_DELTA_FORCE_SIMT="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run([sys.executable, "-c", _SIMT_BWD_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True, timeout=600)
+    for (name, case), (o_simt, g_simt) in zip(cases, torch.load(tmp_path / "out.pt")):
+        eg, lg = tc_backward_check(name, case)
+        tc_backward_check(name, case, gr=g_simt, o=o_simt)
+        ins, h0, do, dht, cu = case
+        kw = dict(use_qk_l2norm_in_kernel=True)
+        _, _, gr = grads_of(ours(name), [t.to(DEV) for t in list(ins) + [h0]], do.to(DEV), dht.to(DEV), **kw)
+        for a, b, c, label in zip(gr, g_simt, lg, GRAD_NAMES):
+            if a is not None:
+                check(a, b.double(), c, f"{name} {label} (tensor cores vs SIMT)", factor=4.0)

@@ -142,8 +142,8 @@ def tc_run(qkv, kw, h0, cu=None):
                                     output_final_state=True, cu_seqlens=None if cu is None else cu.cuda())
 
 
-def tc_check(qkv, kw, h0, cu=None):
-    o, ht = tc_run(qkv, kw, h0, cu)
+def tc_check(qkv, kw, h0, cu=None, run=tc_run):
+    o, ht = run(qkv, kw, h0, cu)
     eo, eh = tc_reference(qkv, kw, h0, cu)
     lo, lh = tc_reference([t.cuda() for t in qkv], {n: t.cuda() for n, t in kw.items()}, h0.cuda(),
                           None if cu is None else cu.cuda(), dtype=None)
@@ -356,3 +356,125 @@ def test_cuda_tc_backward_matches_simt_path(tmp_path):
         for n in got:
             check(grads_simt[n], exact[n], same[n], f"d{n} (SIMT)", factor=4.0)
             check(got[n], grads_simt[n].double(), same[n], f"d{n} (tensor cores vs SIMT)", factor=4.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tensor-core forward for per-key (vector) gates (chunk_gla, fp16 / bf16); the backward of these inputs stays
+# on the SIMT kernels. LINATTN_GLA_FORCE_SIMT=1 (a subprocess) forces the SIMT forward for the comparison.
+
+VEC_SHAPES = [(2, 1, 2, 3, 3), (1, 5, 2, 60, 100), (2, 65, 1, 100, 60), (1, 130, 2, 3, 64), (1, 200, 1, 128, 128),
+              (1, 65, 1, 256, 256), (2, 64, 2, 64, 64)]
+
+
+def vec_inputs(B, T, H, K, V, dtype, strong=False):
+    q, k, v, g, h0 = gla_inputs(B, T, H, K, V, dtype=torch.float32, gate="key", strong=strong, h0=True)
+    q, k = q / K ** 0.25, k / K ** 0.25
+    return [t.to(dtype) for t in (q, k, v)], {"g": g.to(dtype)}, h0
+
+
+def vec_run(qkv, kw, h0, cu=None):
+    return linattn.chunk_gla(*(t.cuda() for t in qkv), kw["g"].cuda(), initial_state=h0.cuda(),
+                             output_final_state=True, cu_seqlens=None if cu is None else cu.cuda())
+
+
+def vec_check(qkv, kw, h0, cu=None):
+    return tc_check(qkv, kw, h0, cu, run=vec_run)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("shape", VEC_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cuda_tc_gla_vector_gate_forward_vs_reference(shape, dtype):
+    qkv, kw, h0 = vec_inputs(*shape, dtype)
+    vec_check(qkv, kw, h0)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_gla_vector_gate_varlen_empty_sequences(dtype):
+    lens = [0, 65, 1, 130, 0, 17, 64]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    qkv, kw, _ = vec_inputs(1, sum(lens), 2, 100, 60, dtype)
+    h0 = torch.randn(len(lens), 2, 100, 60)
+    _, ht = vec_check(qkv, kw, h0, cu)
+    for n in (0, 4):  # empty sequences pass their initial state through
+        torch.testing.assert_close(ht[n].cpu(), h0[n], atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_gla_vector_gate_strong_decay(dtype):
+    # per-key log gates down to -20 per token over 1000 tokens: every exponent must stay <= 0 (underflow only)
+    qkv, kw, h0 = vec_inputs(2, 1000, 2, 64, 60, dtype, strong=True)
+    assert kw["g"].min() <= -15
+    vec_check(qkv, kw, h0)
+
+
+def test_cuda_tc_gla_vector_gate_fp16_states_beyond_fp16_range():
+    # Weak decay and large values: states above 65504 would overflow fp16 if S_c were converted unscaled.
+    B, T, H, K, V = 1, 300, 1, 16, 16
+    q = (0.01 * torch.randn(B, T, H, K)).half()
+    k, v = (60 * torch.randn(B, T, H, K)).half(), (60 * torch.randn(B, T, H, V)).half()
+    g = F.logsigmoid(torch.randn(B, T, H, K) + 12).half()
+    h0 = torch.zeros(B, H, K, V)
+    o, ht = vec_run([q, k, v], {"g": g}, h0)
+    eo, eh = tc_reference([q, k, v], {"g": g}, h0)
+    assert eh.abs().max() > 65504
+    assert torch.isfinite(o).all()
+    torch.testing.assert_close(o.cpu().double(), eo, atol=1e-2 * eo.abs().max().item(), rtol=0)
+    # the decayed keys are rounded to fp16 once per chunk (exact in the ungated scalar test): 1e-3, not 1e-4
+    torch.testing.assert_close(ht.cpu().double(), eh, atol=1e-3 * eh.abs().max().item(), rtol=0)
+
+
+_VEC_SIMT_SCRIPT = """
+import sys, torch, linattn
+x = torch.load(sys.argv[1])
+out = []
+for qkv, kw, h0, cu in x:
+    o, ht = linattn.chunk_gla(*(t.cuda() for t in qkv), kw["g"].cuda(), initial_state=h0.cuda(),
+                              output_final_state=True, cu_seqlens=None if cu is None else cu.cuda())
+    out.append((o.cpu(), ht.cpu()))
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_cuda_tc_gla_vector_gate_matches_simt_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+    lens = [0, 70, 1, 129]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    cases = []
+    for dtype in TC_DTYPES:
+        for shape, strong in (((2, 130, 2, 60, 100), False), ((1, 65, 1, 256, 7), False), ((1, 300, 2, 7, 256), True)):
+            qkv, kw, h0 = vec_inputs(*shape, dtype, strong=strong)
+            cases.append((qkv, kw, h0, None))
+        qkv, kw, _ = vec_inputs(1, sum(lens), 2, 33, 40, dtype)
+        cases.append((qkv, kw, torch.randn(len(lens), 2, 33, 40), cu))
+    torch.save(cases, tmp_path / "in.pt")
+    env = dict(os.environ, LINATTN_GLA_FORCE_SIMT="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    subprocess.run([sys.executable, "-c", _VEC_SIMT_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
+                   env=env, check=True, timeout=600)
+    simt = torch.load(tmp_path / "out.pt")
+    for (qkv, kw, h0, cu), (o_simt, ht_simt) in zip(cases, simt):
+        o, ht = (t.cpu() for t in vec_run(qkv, kw, h0, cu))
+        assert not torch.equal(o, o_simt), "LINATTN_GLA_FORCE_SIMT=1 did not switch the path"
+        eo, eh = tc_reference(qkv, kw, h0, cu)
+        lo, lh = (t.cpu() for t in tc_reference([t.cuda() for t in qkv], {n: t.cuda() for n, t in kw.items()},
+                                                 h0.cuda(), None if cu is None else cu.cuda(), dtype=None))
+        for got, other, exact, same_prec, name in ((o, o_simt, eo, lo, "o"), (ht, ht_simt, eh, lh, "final_state")):
+            check(other, exact, same_prec, name + " (SIMT)")
+            check(got, other.double(), same_prec, name + " (tensor cores vs SIMT)")
+
+
+def test_cuda_tc_gla_vector_gate_backward_stays_simt():
+    # The vector-gate backward recomputes its states (SIMT) and must agree with the float64 gradients
+    # whatever path the forward took.
+    qkv, kw, h0 = vec_inputs(1, 130, 2, 60, 40, torch.bfloat16)
+    leaves = [t.cuda().requires_grad_() for t in (*qkv, kw["g"])]
+    o, ht = linattn.chunk_gla(*leaves, initial_state=h0.cuda(), output_final_state=True)
+    do = torch.randn_like(o)
+    (o.float() * do.float()).sum().backward()
+    ref = [t.detach().cpu().double().requires_grad_() for t in (*qkv, kw["g"])]
+    eo, _ = gla_recurrence(*ref, None, initial_state=h0.double(), output_final_state=True, dtype=torch.float64)
+    (eo * do.cpu().double()).sum().backward()
+    for name, got, r in zip("qkvg", leaves, ref):
+        err = (got.grad.cpu().double() - r.grad).abs().max().item()
+        assert torch.isfinite(got.grad).all() and err <= 5e-2 * max(r.grad.abs().max().item(), 1.0), name

@@ -309,8 +309,9 @@ __global__ void __launch_bounds__(kThreadsTc) tc_ut_kernel(const FwdParams p, co
 template <typename T>
 struct StateSmem {  // byte offsets into the realigned dynamic buffer, for K padded to kp
   int ldx;
-  size_t x, stage, s, vn, vd, vn_lo, vd_lo, pm, f32, b, beta, red, launch_bytes;
-  __host__ __device__ StateSmem(int kp, bool split) {
+  size_t x, stage, s, s_lo, vn, vd, vn_lo, vd_lo, pm, f32, b, beta, red, launch_bytes;
+  // states: the backward's states pass (no P, an S0 residual for the Z product when split).
+  __host__ __device__ StateSmem(int kp, bool split, bool states) {
     ldx = wt::padded_ld<T>(kp);
     wt::SmemCarver c;
     // The fp32 state stage is dead once S0 is rounded; W, Q and K are loaded after that, one at a time.
@@ -318,11 +319,12 @@ struct StateSmem {  // byte offsets into the realigned dynamic buffer, for K pad
     const int64_t stage_bytes = int64_t(kp) * F32VTile::kLd * int64_t(sizeof(float));
     x = stage = c.take<char>(x_bytes > stage_bytes ? x_bytes : stage_bytes);
     s = c.take<T>(int64_t(kp) * HalfVTile<T>::kLd);  // [kp x 32] S0 in the input dtype (range-scaled for fp16)
+    s_lo = c.take<T>(split && states ? int64_t(kp) * HalfVTile<T>::kLd : 0);  // its rounding residual
     vn = c.take<T>(HalfVTile<T>::kElems);             // [64 x 32] Vn
     vd = c.take<T>(HalfVTile<T>::kElems);             // [64 x 32] Dm_Lj Vn_j
     vn_lo = c.take<T>(split ? HalfVTile<T>::kElems : 0);  // split: the rounding residuals of vn and vd
     vd_lo = c.take<T>(split ? HalfVTile<T>::kElems : 0);
-    pm = c.take<T>(HalfChunk<T>::kElems);             // [64 x 64] P
+    pm = c.take<T>(states ? 0 : HalfChunk<T>::kElems);  // [64 x 64] P
     f32 = c.take<float>(F32VTile::kElems);            // [64 x 32] W S0, then the output tile
     b = c.take<float>(kChunk);
     beta = c.take<float>(kChunk);
@@ -347,8 +349,14 @@ __device__ __forceinline__ int fp16_range_exponent(float m) {
 // kRangeScale (fp16): S0 scaled by a power of two before rounding. kSplit (bf16): Vn and Dm_L Vn are passed as
 // hi + lo (both rounded) to the P Vn and K^T (Dm_L Vn) products, which keeps a bf16 rounding of Vn out of the
 // carried state (it compounded over the chunks of a sequence).
-template <typename T, int kBlocksPerWarp, bool kRangeScale, bool kSplit>
-__global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p, const TcFwdWorkspace ws) {
+// kStates: the backward's states pass (what the SIMT chunk_fwd_kernel<T, true> stores, same meaning): no o, no
+// ht; per chunk the entering fp32 state -> bws.states, Vn (the SIMT kernel's U) -> bws.u and
+// Z = diag(Gamma) K S0 -> bws.z, rows < L only. Z is the one product the forward does not form; with kSplit
+// its S0 goes in as hi + lo too, because pass 3 subtracts Z from v (dbeta, dk) and a bf16 rounding of S0 would
+// be the largest error there.
+template <typename T, int kBlocksPerWarp, bool kRangeScale, bool kSplit, bool kStates>
+__global__ void __launch_bounds__(kThreadsTc, 1) tc_state_kernel(const FwdParams p, const TcFwdWorkspace ws,
+                                                               const BwdWorkspace bws) {
   static_assert(kBlocksPerWarp >= 1 && kBlocksPerWarp * kWarps * kFrag <= int(kMaxHeadDim),
                 "kBlocksPerWarp state row blocks per warp must cover K <= 256 with 4 warps");
   using Fr = wt::Frag<T>;
@@ -357,11 +365,12 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
   const int kp = wt::round_up_frag(K), nks = kp / kFrag;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
-  const StateSmem<T> lay(kp, kSplit);
+  const StateSmem<T> lay(kp, kSplit, kStates);
   const int ldx = lay.ldx;
   T* __restrict__ sx = reinterpret_cast<T*>(base + lay.x);
   float* __restrict__ stage = reinterpret_cast<float*>(base + lay.stage);
   T* __restrict__ ss = reinterpret_cast<T*>(base + lay.s);
+  T* __restrict__ ss_lo = reinterpret_cast<T*>(base + lay.s_lo);
   T* __restrict__ svn = reinterpret_cast<T*>(base + lay.vn);
   T* __restrict__ svd = reinterpret_cast<T*>(base + lay.vd);
   T* __restrict__ svn_lo = reinterpret_cast<T*>(base + lay.vn_lo);
@@ -437,17 +446,26 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
       range_down = ldexpf(1.f, -ex);
       range_up = ldexpf(1.f, ex);
     }
+    float* __restrict__ states_out = kStates ? bws.states + (slot * HV + hv) * KV + v0 : nullptr;
     for (int e = threadIdx.x; e < kp * kTileV; e += kThreadsTc) {
       const int d = e / kTileV, col = e % kTileV;
-      ss[d * kLdS + col] = from_float<T>(stage[d * kLdf + col] * range_down);
+      const float x = stage[d * kLdf + col];
+      const T hi = from_float<T>(x * range_down);
+      ss[d * kLdS + col] = hi;
+      if constexpr (kStates) {
+        if constexpr (kSplit) ss_lo[d * kLdS + col] = from_float<T>(x * range_down - to_float(hi));
+        if (d < K && col < vcols) states_out[int64_t(d) * V + col] = x;
+      }
     }
     __syncthreads();  // the stage is dead: W takes the region
 
     const int64_t wsl = slot * HV + hv;
     wt::load_rows_padded<kThreadsTc>(sx, ldx, static_cast<const T*>(ws.w) + wsl * kChunk * K, K, kChunk, K, kChunk,
                                      kp);
-    wt::load_rows_padded<kThreadsTc>(sp, kLdp, static_cast<const T*>(ws.p) + wsl * kChunk * kChunk, kChunk, kChunk,
-                                     kChunk, kChunk, kChunk);
+    if constexpr (!kStates) {
+      wt::load_rows_padded<kThreadsTc>(sp, kLdp, static_cast<const T*>(ws.p) + wsl * kChunk * kChunk, kChunk, kChunk,
+                                       kChunk, kChunk, kChunk);
+    }
     __syncthreads();
 
     // Warp w: rows 16w .. of Vn = U - W S0 (fp32), then Vn and Dm_L Vn rounded for the products below.
@@ -480,6 +498,9 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
         const int i = rb * kFrag + e / kTileV, col = e % kTileV;
         float x = 0.f;
         if (i < L && col < vcols) x = u[int64_t(i) * V + col] - range_up * frow[(e / kTileV) * kLdf + col];
+        if constexpr (kStates) {
+          if (i < L && col < vcols) bws.u[(t0 + i) * v_tok + hv * V + v0 + col] = x;
+        }
         const float xd = x * expf(bl - sb[i]);
         const T hn = from_float<T>(x), hd = from_float<T>(xd);
         svn[i * kLdS + col] = hn;
@@ -490,19 +511,77 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
         }
       }
     }
-    __syncthreads();  // W is dead: Q takes the region; every warp's Vn rows are ready
+    __syncthreads();  // W is dead: Q (the states pass: K) takes the region; every warp's Vn rows are ready
 
-    wt::load_rows_padded<kThreadsTc>(sx, ldx, qh + t0 * qk_tok, qk_tok, L, K, kChunk, kp);
+    if constexpr (!kStates) {
+      wt::load_rows_padded<kThreadsTc>(sx, ldx, qh + t0 * qk_tok, qk_tok, L, K, kChunk, kp);
+      __syncthreads();
+
+      // Warp w: output rows 16w ..: scale Gamma_i (Q S0)_i in fp32, then + sum_{jb <= w} P_{w,jb} Vn_jb.
+      {
+        const int rb = warp;
+        float* __restrict__ frow = sf + rb * kFrag * kLdf;
+        if (rb < nrb) {
+          typename Fr::Acc o[kColBlocksV];
+#pragma unroll
+          for (int cb = 0; cb < kColBlocksV; ++cb) wmma::fill_fragment(o[cb], 0.f);
+          for (int ks = 0; ks < nks; ++ks) {
+            typename Fr::ARow a;
+            wmma::load_matrix_sync(a, sx + rb * kFrag * ldx + ks * kFrag, ldx);
+#pragma unroll
+            for (int cb = 0; cb < kColBlocksV; ++cb) {
+              typename Fr::BRow b;
+              wmma::load_matrix_sync(b, ss + ks * kFrag * kLdS + cb * kFrag, kLdS);
+              wmma::mma_sync(o[cb], a, b, o[cb]);
+            }
+          }
+#pragma unroll
+          for (int cb = 0; cb < kColBlocksV; ++cb) {
+            wmma::store_matrix_sync(frow + cb * kFrag, o[cb], kLdf, wmma::mem_row_major);
+          }
+          __syncwarp();
+          for (int e = lane; e < kFrag * kTileV; e += 32) {
+            const int r = e / kTileV, col = e % kTileV;
+            frow[r * kLdf + col] *= scale * expf(sb[rb * kFrag + r]) * range_up;
+          }
+          __syncwarp();
+#pragma unroll
+          for (int cb = 0; cb < kColBlocksV; ++cb) {
+            wmma::load_matrix_sync(o[cb], frow + cb * kFrag, kLdf, wmma::mem_row_major);
+            for (int jb = 0; jb <= rb; ++jb) {
+              typename Fr::ARow a;
+              typename Fr::BRow b;
+              wmma::load_matrix_sync(a, sp + rb * kFrag * kLdp + jb * kFrag, kLdp);
+              wmma::load_matrix_sync(b, svn + jb * kFrag * kLdS + cb * kFrag, kLdS);
+              wmma::mma_sync(o[cb], a, b, o[cb]);
+              if constexpr (kSplit) {
+                wmma::load_matrix_sync(b, svn_lo + jb * kFrag * kLdS + cb * kFrag, kLdS);
+                wmma::mma_sync(o[cb], a, b, o[cb]);
+              }
+            }
+            wmma::store_matrix_sync(frow + cb * kFrag, o[cb], kLdf, wmma::mem_row_major);
+          }
+          __syncwarp();
+          T* __restrict__ oh = static_cast<T*>(p.o) + t0 * v_tok + hv * V + v0;
+          for (int e = lane; e < kFrag * kTileV; e += 32) {
+            const int r = e / kTileV, col = e % kTileV, i = rb * kFrag + r;
+            if (i < L && col < vcols) oh[int64_t(i) * v_tok + col] = from_float<T>(frow[r * kLdf + col]);
+          }
+        }
+      }
+      __syncthreads();  // Q is dead: K takes the region
+    }  // !kStates
+
+    wt::load_rows_padded<kThreadsTc>(sx, ldx, kh + t0 * qk_tok, qk_tok, L, K, kChunk, kp);
     __syncthreads();
 
-    // Warp w: output rows 16w ..: scale Gamma_i (Q S0)_i in fp32, then + sum_{jb <= w} P_{w,jb} Vn_jb.
-    {
+    if constexpr (kStates) {  // Warp w: rows 16w .. of Z = diag(Gamma) K S0 (its own rows of sf, as for Vn)
       const int rb = warp;
       float* __restrict__ frow = sf + rb * kFrag * kLdf;
       if (rb < nrb) {
-        typename Fr::Acc o[kColBlocksV];
+        typename Fr::Acc z[kColBlocksV];
 #pragma unroll
-        for (int cb = 0; cb < kColBlocksV; ++cb) wmma::fill_fragment(o[cb], 0.f);
+        for (int cb = 0; cb < kColBlocksV; ++cb) wmma::fill_fragment(z[cb], 0.f);
         for (int ks = 0; ks < nks; ++ks) {
           typename Fr::ARow a;
           wmma::load_matrix_sync(a, sx + rb * kFrag * ldx + ks * kFrag, ldx);
@@ -510,47 +589,34 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
           for (int cb = 0; cb < kColBlocksV; ++cb) {
             typename Fr::BRow b;
             wmma::load_matrix_sync(b, ss + ks * kFrag * kLdS + cb * kFrag, kLdS);
-            wmma::mma_sync(o[cb], a, b, o[cb]);
-          }
-        }
-#pragma unroll
-        for (int cb = 0; cb < kColBlocksV; ++cb) {
-          wmma::store_matrix_sync(frow + cb * kFrag, o[cb], kLdf, wmma::mem_row_major);
-        }
-        __syncwarp();
-        for (int e = lane; e < kFrag * kTileV; e += 32) {
-          const int r = e / kTileV, col = e % kTileV;
-          frow[r * kLdf + col] *= scale * expf(sb[rb * kFrag + r]) * range_up;
-        }
-        __syncwarp();
-#pragma unroll
-        for (int cb = 0; cb < kColBlocksV; ++cb) {
-          wmma::load_matrix_sync(o[cb], frow + cb * kFrag, kLdf, wmma::mem_row_major);
-          for (int jb = 0; jb <= rb; ++jb) {
-            typename Fr::ARow a;
-            typename Fr::BRow b;
-            wmma::load_matrix_sync(a, sp + rb * kFrag * kLdp + jb * kFrag, kLdp);
-            wmma::load_matrix_sync(b, svn + jb * kFrag * kLdS + cb * kFrag, kLdS);
-            wmma::mma_sync(o[cb], a, b, o[cb]);
+            wmma::mma_sync(z[cb], a, b, z[cb]);
             if constexpr (kSplit) {
-              wmma::load_matrix_sync(b, svn_lo + jb * kFrag * kLdS + cb * kFrag, kLdS);
-              wmma::mma_sync(o[cb], a, b, o[cb]);
+              wmma::load_matrix_sync(b, ss_lo + ks * kFrag * kLdS + cb * kFrag, kLdS);
+              wmma::mma_sync(z[cb], a, b, z[cb]);
             }
           }
-          wmma::store_matrix_sync(frow + cb * kFrag, o[cb], kLdf, wmma::mem_row_major);
+        }
+#pragma unroll
+        for (int cb = 0; cb < kColBlocksV; ++cb) {
+          wmma::store_matrix_sync(frow + cb * kFrag, z[cb], kLdf, wmma::mem_row_major);
+        }
+        // The range scale again from red (unchanged since this chunk's max): keeping range_up live across the
+        // loads made ptxas 13.0 spill it on sm_90a.
+        float z_up = 1.f;
+        if constexpr (kRangeScale) {
+          float mm = red[0];
+          for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
+          z_up = ldexpf(1.f, fp16_range_exponent(mm));
         }
         __syncwarp();
-        T* __restrict__ oh = static_cast<T*>(p.o) + t0 * v_tok + hv * V + v0;
         for (int e = lane; e < kFrag * kTileV; e += 32) {
           const int r = e / kTileV, col = e % kTileV, i = rb * kFrag + r;
-          if (i < L && col < vcols) oh[int64_t(i) * v_tok + col] = from_float<T>(frow[r * kLdf + col]);
+          if (i < L && col < vcols) {
+            bws.z[(t0 + i) * v_tok + hv * V + v0 + col] = z_up * expf(sb[i]) * frow[r * kLdf + col];
+          }
         }
       }
     }
-    __syncthreads();  // Q is dead: K takes the region
-
-    wt::load_rows_padded<kThreadsTc>(sx, ldx, kh + t0 * qk_tok, qk_tok, L, K, kChunk, kp);
-    __syncthreads();
 
     // S <- Gamma_L S + K^T (Dm_L Vn): the decay is a uniform scale, legal on any fragment layout.
     const float decay = expf(sb[kChunk - 1]);
@@ -578,7 +644,7 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
     }
   }
 
-  if (p.ht == nullptr) return;  // uniform over the block
+  if (kStates || p.ht == nullptr) return;  // uniform over the block
   __syncthreads();              // the x region (aliasing the stage) was last read by the final update
 #pragma unroll
   for (int r = 0; r < kBlocksPerWarp; ++r) {
@@ -598,19 +664,20 @@ __global__ void __launch_bounds__(kThreadsTc) tc_state_kernel(const FwdParams p,
   }
 }
 
-template <typename T, int kBlocksPerWarp>
-void launch_state(const FwdParams& p, const TcFwdWorkspace& ws, cudaStream_t stream) {
+template <typename T, int kBlocksPerWarp, bool kStates>
+void launch_state(const FwdParams& p, const TcFwdWorkspace& ws, const BwdWorkspace& bws, cudaStream_t stream) {
   constexpr bool kFp16 = std::is_same_v<T, __half>;
-  const size_t smem = StateSmem<T>(wt::round_up_frag(p.dim_k), !kFp16).launch_bytes;
-  auto kernel = tc_state_kernel<T, kBlocksPerWarp, kFp16, !kFp16>;
+  const size_t smem = StateSmem<T>(wt::round_up_frag(p.dim_k), !kFp16, kStates).launch_bytes;
+  auto kernel = tc_state_kernel<T, kBlocksPerWarp, kFp16, !kFp16, kStates>;
   cuda_utils::prepare_dynamic_smem(kernel, smem);
   const dim3 grid(static_cast<unsigned>(p.num_seqs * p.value_heads), static_cast<unsigned>(ceil_div(p.dim_v, kTileV)));
-  kernel<<<grid, kThreadsTc, smem, stream>>>(p, ws);
+  kernel<<<grid, kThreadsTc, smem, stream>>>(p, ws, bws);
   LINATTN_CHECK_LAUNCH();
 }
 
-template <typename T>
-void launch(const FwdParams& p, const TcFwdWorkspace& ws, cudaStream_t stream) {
+// kStates: the backward's states pass into bws (see tc_state_kernel); otherwise the forward's o and ht.
+template <typename T, bool kStates>
+void launch(const FwdParams& p, const TcFwdWorkspace& ws, const BwdWorkspace& bws, cudaStream_t stream) {
   if (p.num_seqs * p.value_heads == 0) return;
   const int64_t slots = num_state_slots(p);
   if (p.batch * p.seqlen > 0 && slots > 0) {
@@ -624,11 +691,11 @@ void launch(const FwdParams& p, const TcFwdWorkspace& ws, cudaStream_t stream) {
   // Accumulator fragments per warp follow K: whole kernels for K <= 64, 128, 256 keep the arrays static.
   const int kp = wt::round_up_frag(p.dim_k);
   if (kp <= kWarps * kFrag) {
-    launch_state<T, 1>(p, ws, stream);
+    launch_state<T, 1, kStates>(p, ws, bws, stream);
   } else if (kp <= 2 * kWarps * kFrag) {
-    launch_state<T, 2>(p, ws, stream);
+    launch_state<T, 2, kStates>(p, ws, bws, stream);
   } else {
-    launch_state<T, 4>(p, ws, stream);
+    launch_state<T, 4, kStates>(p, ws, bws, stream);
   }
 }
 
@@ -637,7 +704,13 @@ void launch(const FwdParams& p, const TcFwdWorkspace& ws, cudaStream_t stream) {
 template <DType D>
 void chunk_forward_tc(const FwdParams& p, const TcFwdWorkspace& ws, cudaStream_t stream) {
   static_assert(D != DType::kFloat32, "the tensor-core forward takes fp16 or bf16 inputs");
-  tc::launch<typename StorageOf<D>::type>(p, ws, stream);
+  tc::launch<typename StorageOf<D>::type, false>(p, ws, BwdWorkspace{}, stream);
+}
+
+template <DType D>
+void backward_states_tc(const FwdParams& p, const TcFwdWorkspace& tws, const BwdWorkspace& ws, cudaStream_t stream) {
+  static_assert(D != DType::kFloat32, "the tensor-core states pass takes fp16 or bf16 inputs");
+  tc::launch<typename StorageOf<D>::type, true>(p, tws, ws, stream);
 }
 
 }  // namespace linattn::delta::gpu

@@ -61,8 +61,8 @@ void chunk_forward(const FwdParams& p, cudaStream_t stream);
 
 // Tensor-core chunked forward (ops/delta_rule/cuda/delta_fwd_tc.cuh) for fp16 / bf16 inputs: same outputs as
 // chunk_forward, computed in the WY / UT form (W, U, P per chunk in parallel, then a sequential state pass
-// with the fp32 state in wmma accumulators). The backward does not read these workspaces: it recomputes
-// everything with the SIMT states pass.
+// with the fp32 state in wmma accumulators). The backward does not read the forward's workspaces: its states
+// pass (backward_states_tc) reruns the same kernels into workspaces of its own.
 constexpr int64_t kTcTileV = 32;  // value columns per CTA of the sequential state kernel
 
 inline bool tc_forward_supported(DType d) { return d != DType::kFloat32; }
@@ -114,6 +114,21 @@ void backward_grads(const BwdParams& p, const BwdWorkspace& ws, cudaStream_t str
 template <DType D>
 inline void chunk_backward(const BwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   backward_states<D>(p, ws, stream);
+  backward_dstates<D>(p, ws, stream);
+  backward_grads<D>(p, ws, stream);
+}
+
+// Backward pass 1 on tensor cores (fp16 / bf16; delta_fwd_tc.cuh): the tensor-core forward's two kernels in a
+// states mode, storing ws.states, ws.u and ws.z with the same meaning as backward_states (ws.u is the forward's
+// Vn = U - W S0). tws: the tensor-core forward's workspaces (tc_fwd_workspace_sizes), scratch here.
+template <DType D>
+void backward_states_tc(const FwdParams& p, const TcFwdWorkspace& tws, const BwdWorkspace& ws, cudaStream_t stream);
+
+// The backward with pass 1 on tensor cores; passes 2 and 3 and the group sum are the SIMT ones.
+template <DType D>
+inline void chunk_backward_tc(const BwdParams& p, const TcFwdWorkspace& tws, const BwdWorkspace& ws,
+                              cudaStream_t stream) {
+  backward_states_tc<D>(p, tws, ws, stream);
   backward_dstates<D>(p, ws, stream);
   backward_grads<D>(p, ws, stream);
 }

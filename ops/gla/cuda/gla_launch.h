@@ -1,5 +1,6 @@
 #pragma once
-// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, plus a tensor-core forward and backward for scalar gates;
+// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, plus tensor-core forwards for scalar and per-key gates
+// and a tensor-core backward for scalar gates;
 // fp32 accumulation everywhere). The glue (ops/gla/gla_cuda.cpp) fills the params, allocates the
 // workspaces and picks the dtype and the path.
 //
@@ -67,6 +68,16 @@ inline int64_t chunk_forward_tc_workspace_floats(const FwdParams& p) {
 
 template <DType D>
 void chunk_forward_tc(const FwdParams& p, float* workspace, cudaStream_t stream);
+
+// Tensor-core chunked forward (ops/gla/cuda/gla_fwd_tc_vec.cuh) for fp16 / bf16 inputs with per-key (vector)
+// log gates (p.g_k_stride != 0, chunk_gla). Same outputs as chunk_forward; its workspace has the size and
+// layout of chunk_forward_tc's (chunk_forward_tc_workspace_floats). The backward of these inputs stays SIMT.
+inline bool tc_vec_forward_supported(DType d, const FwdParams& p) {
+  return d != DType::kFloat32 && p.g != nullptr && p.g_k_stride != 0;
+}
+
+template <DType D>
+void chunk_forward_tc_vec(const FwdParams& p, float* workspace, cudaStream_t stream);
 
 // Tensor-core chunked backward (ops/gla/cuda/gla_bwd_tc.cuh) for the inputs the tensor-core forward takes:
 // fp16 / bf16 with a scalar, per-head constant or no gate. Same outputs as chunk_backward (dq, dk, dv, dg

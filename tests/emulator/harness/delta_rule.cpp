@@ -1,6 +1,7 @@
 // Delta-rule launchers on the emulator; mirrors ops/delta_rule/delta_cuda.cpp (prepare_inputs /
 // make_fwd_params of delta_common.cpp, the backward's fp32 workspaces, dq / dk summed over value-head groups
-// by the kernels). q and k arrive already L2-normalised when the op asks for it (the glue does that in ATen).
+// by the kernels, the tensor-core forward and states pass for fp16 / bf16). q and k arrive already
+// L2-normalised when the op asks for it (the glue does that in ATen).
 #include <torch/library.h>
 
 #include "common.h"
@@ -46,25 +47,46 @@ void setup(DeltaCall& c, const at::Tensor& q, const at::Tensor& k, const at::Ten
 
 // The glue's choice of chunked forward: fp16 / bf16 run on tensor cores unless LINATTN_DELTA_FORCE_SIMT=1
 // (here: force_simt) keeps them on the SIMT kernel.
+struct TcWorkspace {
+  at::Tensor w, pm, u;
+  gpu::TcFwdWorkspace ws;
+};
+
+TcWorkspace tc_workspace(DeltaCall& c) {
+  const gpu::TcFwdWorkspaceSizes sizes = gpu::tc_fwd_workspace_sizes(c.p);
+  TcWorkspace t;
+  t.w = c.fence.empty({sizes.w_elems}, c.q.scalar_type(), "tc ws.w");
+  t.pm = c.fence.empty({sizes.p_elems}, c.q.scalar_type(), "tc ws.p");
+  t.u = c.fence.empty({sizes.u_elems}, at::kFloat, "tc ws.u");
+  t.ws.w = t.w.data_ptr();
+  t.ws.p = t.pm.data_ptr();
+  t.ws.u = t.u.data_ptr<float>();
+  return t;
+}
+
 template <gpu::DType D>
 void chunk_forward(DeltaCall& c, bool force_simt) {
-#if __has_include("ops/delta_rule/cuda/delta_fwd_tc.cuh")
   if constexpr (D != gpu::DType::kFloat32) {
     if (gpu::tc_forward_supported(D) && !force_simt) {
-      const gpu::TcFwdWorkspaceSizes sizes = gpu::tc_fwd_workspace_sizes(c.p);
-      const at::Tensor w = c.fence.empty({sizes.w_elems}, c.q.scalar_type(), "tc ws.w");
-      const at::Tensor pm = c.fence.empty({sizes.p_elems}, c.q.scalar_type(), "tc ws.p");
-      const at::Tensor u = c.fence.empty({sizes.u_elems}, at::kFloat, "tc ws.u");
-      gpu::TcFwdWorkspace ws;
-      ws.w = w.data_ptr();
-      ws.p = pm.data_ptr();
-      ws.u = u.data_ptr<float>();
-      gpu::chunk_forward_tc<D>(c.p, ws, nullptr);
+      const TcWorkspace t = tc_workspace(c);
+      gpu::chunk_forward_tc<D>(c.p, t.ws, nullptr);
       return;
     }
   }
-#endif
   gpu::chunk_forward<D>(c.p, nullptr);
+}
+
+// The glue's backward: pass 1 (states) on tensor cores for fp16 / bf16 unless force_simt.
+template <gpu::DType D>
+void chunk_backward(DeltaCall& c, const linattn::delta::BwdParams& p, const gpu::BwdWorkspace& ws, bool force_simt) {
+  if constexpr (D != gpu::DType::kFloat32) {
+    if (gpu::tc_forward_supported(D) && !force_simt) {
+      const TcWorkspace t = tc_workspace(c);
+      gpu::chunk_backward_tc<D>(p, t.ws, ws, nullptr);
+      return;
+    }
+  }
+  gpu::chunk_backward<D>(p, ws, nullptr);
 }
 
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -91,10 +113,25 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
   return {o, ht};
 }
 
+// fused_recurrent_delta_rule_inplace: the recurrent kernel with ht == h0 (one fenced buffer read as the initial
+// state and overwritten with the final one). Returns o and that buffer.
+std::tuple<at::Tensor, at::Tensor> recurrent_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                     const OptTensor& g, const at::Tensor& beta, double scale,
+                                                     const at::Tensor& state, const OptTensor& cu) {
+  DeltaCall c;
+  setup(c, q, k, v, g, beta, scale, state, cu);
+  at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
+  c.p.o = o.data_ptr();
+  c.p.ht = c.h0.data_ptr();
+  dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() { gpu::recurrent_forward<D>(c.p, nullptr); });
+  c.fence.check();
+  return {o, c.h0};
+}
+
 // Returns dq, dk ([B,T,H,K]), dv, dbeta (fp32), dg (fp32; empty without g), dh0 (empty without h0).
 std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
                                  const at::Tensor& beta, double scale, const OptTensor& h0, const OptTensor& cu,
-                                 const at::Tensor& d_o, const OptTensor& dht) {
+                                 const at::Tensor& d_o, const OptTensor& dht, bool force_simt) {
   DeltaCall c;
   setup(c, q, k, v, g, beta, scale, h0, cu);
   const int64_t B = q.size(0), T = q.size(1), HV = v.size(2);
@@ -131,7 +168,7 @@ std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const
     ws.dr = ws_rows(sizes.row_v_elems, "ws.dr");
     ws.dq = ws_rows(sizes.row_k_elems, "ws.dq");
     ws.dk = ws_rows(sizes.row_k_elems, "ws.dk");
-    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() { gpu::chunk_backward<D>(p, ws, nullptr); });
+    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() { chunk_backward<D>(c, p, ws, force_simt); });
   }
   c.fence.check();
   const at::Tensor none = at::empty({0});
@@ -145,8 +182,11 @@ TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
         "Tensor? cu_seqlens, bool recurrent, bool final_state, bool force_simt=False) -> (Tensor, Tensor)",
         &forward);
   m.def("delta_backward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor? h0, "
-        "Tensor? cu_seqlens, Tensor do, Tensor? dht) -> Tensor[]",
+        "Tensor? cu_seqlens, Tensor do, Tensor? dht, bool force_simt=False) -> Tensor[]",
         &backward);
+  m.def("delta_recurrent_inplace(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor state, "
+        "Tensor? cu_seqlens) -> (Tensor, Tensor)",
+        &recurrent_inplace);
 }
 
 }  // namespace linattn_emu

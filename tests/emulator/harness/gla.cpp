@@ -57,8 +57,8 @@ void setup(GlaCall& c, const at::Tensor& q, const at::Tensor& k, const at::Tenso
   p.scale = scale;
 }
 
-// The glue's choice of forward: fp16 / bf16 chunked forwards with a scalar or no gate run on tensor cores
-// unless LINATTN_GLA_FORCE_SIMT=1 (here: force_simt) keeps them on the SIMT kernels.
+// The glue's choice of forward: fp16 / bf16 chunked forwards run on tensor cores (the scalar / no-gate kernels
+// or the per-key-gate ones) unless LINATTN_GLA_FORCE_SIMT=1 (here: force_simt) keeps them on the SIMT kernels.
 template <gpu::DType D>
 void chunk_forward(GlaCall& c, bool force_simt) {
 #if __has_include("ops/gla/cuda/gla_fwd_tc.cuh")
@@ -66,6 +66,16 @@ void chunk_forward(GlaCall& c, bool force_simt) {
     if (gpu::tc_forward_supported(D, c.p) && !force_simt) {
       const at::Tensor ws = c.fence.empty({gpu::chunk_forward_tc_workspace_floats(c.p)}, at::kFloat, "tc workspace");
       gpu::chunk_forward_tc<D>(c.p, ws.data_ptr<float>(), nullptr);
+      return;
+    }
+  }
+#endif
+#if __has_include("ops/gla/cuda/gla_fwd_tc_vec.cuh")
+  if constexpr (D != gpu::DType::kFloat32) {
+    if (gpu::tc_vec_forward_supported(D, c.p) && !force_simt) {
+      const at::Tensor ws =
+          c.fence.empty({gpu::chunk_forward_tc_workspace_floats(c.p)}, at::kFloat, "tc vec workspace");
+      gpu::chunk_forward_tc_vec<D>(c.p, ws.data_ptr<float>(), nullptr);
       return;
     }
   }
