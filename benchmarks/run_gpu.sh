@@ -86,9 +86,10 @@ run_tests() {
   # One pytest per file, no xdist, -v: a hung or crashing test is named by the last "file::test" line of its
   # log (per-test limit TEST_CASE_TIMEOUT, thread method: it dumps every thread's stack and ends the process,
   # so the next file still runs). From /tmp so that the installed package, not the source tree, is imported.
-  # Logs and JUnit XML go to $LOG_DIR ($OUT when the device tool sets it). CUDA files first.
-  local log_dir=${LOG_DIR:-${OUT:-$ROOT/build/test-logs}} f name rc
-  mkdir -p "$log_dir"
+  # Logs and JUnit XML go to $LOG_DIR (build/test-logs), packed into $OUT/test-logs.tgz when the device tool
+  # sets OUT (it returns at most 8 files). CUDA files first.
+  local log_dir=${LOG_DIR:-$ROOT/build/test-logs} f name rc
+  rm -rf "$log_dir" && mkdir -p "$log_dir"
   local files=()
   for f in tests/python/test_*_cuda.py; do files+=("$f"); done
   for f in tests/python/test_*.py; do [[ $f == *_cuda.py ]] || files+=("$f"); done
@@ -105,6 +106,7 @@ run_tests() {
       fail "$name (rc $rc; last test started: $(grep -E '::' "$log_dir/$name.log" | tail -1 | cut -c1-160))"
     fi
   done
+  if [[ -n "${OUT:-}" ]]; then tar czf "$OUT/test-logs.tgz" -C "$log_dir" . && note "logs in \$OUT/test-logs.tgz"; fi
 }
 
 diagnose() {

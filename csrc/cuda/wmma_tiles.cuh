@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "csrc/cuda/batched_copy.cuh"
 #include "csrc/cuda/type_utils.cuh"
 
 namespace linattn::cuda_utils::wmma_tiles {
@@ -103,18 +104,27 @@ __device__ __forceinline__ void load_rows_padded(T* __restrict__ dst, int ld, co
                    reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0;
   if (vec) {
     const int packs = total_cols / kVec;
-    for (int e = threadIdx.x; e < total_rows * packs; e += kThreads) {
-      const int i = e / packs, d = (e % packs) * kVec;
-      Pack16 x = {{0u, 0u, 0u, 0u}};
-      if (i < rows && d < cols) x = *reinterpret_cast<const Pack16*>(src + int64_t(i) * stride + d);
-      *reinterpret_cast<Pack16*>(dst + i * ld + d) = x;
-    }
+    batched_copy<kThreads, 4>(
+        total_rows * packs,
+        [&](int e) {
+          const int i = e / packs, d = (e % packs) * kVec;
+          Pack16 x = {{0u, 0u, 0u, 0u}};
+          if (i < rows && d < cols) x = *reinterpret_cast<const Pack16*>(src + int64_t(i) * stride + d);
+          return x;
+        },
+        [&](int e, const Pack16& x) {
+          const int i = e / packs, d = (e % packs) * kVec;
+          *reinterpret_cast<Pack16*>(dst + i * ld + d) = x;
+        });
   } else {
     const T zero = from_float<T>(0.f);
-    for (int e = threadIdx.x; e < total_rows * total_cols; e += kThreads) {
-      const int i = e / total_cols, d = e % total_cols;
-      dst[i * ld + d] = (i < rows && d < cols) ? src[int64_t(i) * stride + d] : zero;
-    }
+    batched_copy<kThreads, 8>(
+        total_rows * total_cols,
+        [&](int e) {
+          const int i = e / total_cols, d = e % total_cols;
+          return (i < rows && d < cols) ? src[int64_t(i) * stride + d] : zero;
+        },
+        [&](int e, const T& x) { dst[(e / total_cols) * ld + e % total_cols] = x; });
   }
 }
 

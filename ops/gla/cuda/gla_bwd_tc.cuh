@@ -65,12 +65,13 @@ template <typename T>
 __device__ __forceinline__ void state_slab_to_tile(T* __restrict__ dst, int ld, const float* __restrict__ S, int V,
                                                    int nrows, int ncols, int total_rows, int total_cols,
                                                    float factor) {
-  for (int e = threadIdx.x; e < total_rows * total_cols; e += kThreadsTc) {
-    const int d = e / total_cols, c = e % total_cols;
-    float x = 0.f;
-    if (d < nrows && c < ncols) x = S[int64_t(d) * V + c] * factor;
-    dst[d * ld + c] = from_float<T>(x);
-  }
+  cu::batched_copy<kThreadsTc, 8>(
+      total_rows * total_cols,
+      [&](int e) {
+        const int d = e / total_cols, c = e % total_cols;
+        return (d < nrows && c < ncols) ? S[int64_t(d) * V + c] : 0.f;
+      },
+      [&](int e, float x) { dst[(e / total_cols) * ld + e % total_cols] = from_float<T>(x * factor); });
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -150,12 +151,16 @@ __global__ void __launch_bounds__(kThreadsTc)
     }
     // e^{b_i} <= 1 is folded into the operand here (not applied afterwards as in the chunk-parallel kernels):
     // the sum over rows i runs inside the product, so no per-row factor can be applied to its result.
-    for (int e = threadIdx.x; e < kChunk * kTileK; e += kThreadsTc) {
-      const int i = e / kTileK, d = e % kTileK;
-      float x = 0.f;
-      if (i < L && d < kcols) x = to_float(qh[(t0 + i) * p.q_tok_stride + d]) * (scale * expf(sb[i]));
-      sq[i * kLd + d] = from_float<T>(x);
-    }
+    cu::batched_copy<kThreadsTc, 8>(
+        kChunk * kTileK,
+        [&](int e) {
+          const int i = e / kTileK, d = e % kTileK;
+          return (i < L && d < kcols) ? qh[(t0 + i) * p.q_tok_stride + d] : from_float<T>(0.f);
+        },
+        [&](int e, const T& raw) {
+          const int i = e / kTileK;
+          sq[i * kLd + e % kTileK] = from_float<T>(i < L ? to_float(raw) * (scale * expf(sb[i])) : 0.f);
+        });
     wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTileV);
     __syncthreads();
 
@@ -386,13 +391,17 @@ __device__ __forceinline__ void load_value_rows(T* __restrict__ dst, int ld, con
 template <typename T, bool kLow>
 __device__ __forceinline__ void dstate_slab_part(T* __restrict__ dst, int ld, const float* __restrict__ S, int V,
                                                  int nrows, int vp, float factor) {
-  for (int e = threadIdx.x; e < kTileK * vp; e += kThreadsTc) {
-    const int d = e / vp, c = e % vp;
-    float x = 0.f;
-    if (d < nrows && c < V) x = S[int64_t(d) * V + c] * factor;
-    const T hi = from_float<T>(x);
-    dst[d * ld + c] = kLow ? from_float<T>(x - to_float(hi)) : hi;
-  }
+  cu::batched_copy<kThreadsTc, 8>(
+      kTileK * vp,
+      [&](int e) {
+        const int d = e / vp, c = e % vp;
+        return (d < nrows && c < V) ? S[int64_t(d) * V + c] : 0.f;
+      },
+      [&](int e, float raw) {
+        const float x = raw * factor;
+        const T hi = from_float<T>(x);
+        dst[(e / vp) * ld + e % vp] = kLow ? from_float<T>(x - to_float(hi)) : hi;
+      });
 }
 
 // Per-warp share of the dg row sums: part[i] (+)= sign * sum over the warp's 16 columns of x[i][.] * y[i][.],

@@ -33,6 +33,7 @@ namespace linattn::gla::gpu {
 namespace tc {
 
 namespace wt = cuda_utils::wmma_tiles;
+namespace cu = cuda_utils;
 namespace wmma = nvcuda::wmma;
 using wt::kFrag;
 
@@ -98,10 +99,13 @@ struct StateSmem {  // byte offsets into the realigned dynamic buffer
 // stage <- rows d < rows, columns c < cols of a [*, V] fp32 state (src at its first element), 0 elsewhere.
 __device__ __forceinline__ void state_to_stage(float* __restrict__ stage, const float* __restrict__ src, int V,
                                                int rows, int cols) {
-  for (int e = threadIdx.x; e < kTileK * kTileV; e += kThreadsTc) {
-    const int d = e / kTileV, c = e % kTileV;
-    stage[d * F32Tile::kLd + c] = (src != nullptr && d < rows && c < cols) ? src[int64_t(d) * V + c] : 0.f;
-  }
+  cu::batched_copy<kThreadsTc, 4>(
+      kTileK * kTileV,
+      [&](int e) {
+        const int d = e / kTileV, c = e % kTileV;
+        return (src != nullptr && d < rows && c < cols) ? src[int64_t(d) * V + c] : 0.f;
+      },
+      [&](int e, float x) { stage[(e / kTileV) * F32Tile::kLd + e % kTileV] = x; });
 }
 
 // The reverse copy; returns the max |x| this thread copied.
@@ -186,14 +190,19 @@ __global__ void __launch_bounds__(kThreadsTc)
       wt::load_rows_padded<kThreadsTc>(sk, kLd, kh + t0 * p.k_tok_stride, p.k_tok_stride, L, kcols, kChunk, kTileK);
     } else {
       const float bl = sb[kChunk - 1];
-      for (int e = threadIdx.x; e < kChunk * kTileK; e += kThreadsTc) {
-        const int j = e / kTileK, d = e % kTileK;
-        float x = 0.f;
-        if (j < L && d < kcols) x = to_float(kh[(t0 + j) * p.k_tok_stride + d]) * expf(bl - sb[j]);
-        const T hi = from_float<T>(x);
-        sk[j * kLd + d] = hi;
-        if (kSplitKeys) skl[j * kLd + d] = from_float<T>(x - to_float(hi));
-      }
+      cu::batched_copy<kThreadsTc, 4>(
+          kChunk * kTileK,
+          [&](int e) {
+            const int j = e / kTileK, d = e % kTileK;
+            return (j < L && d < kcols) ? kh[(t0 + j) * p.k_tok_stride + d] : from_float<T>(0.f);
+          },
+          [&](int e, const T& raw) {
+            const int j = e / kTileK, d = e % kTileK;
+            const float x = j < L ? to_float(raw) * expf(bl - sb[j]) : 0.f;
+            const T hi = from_float<T>(x);
+            sk[j * kLd + d] = hi;
+            if (kSplitKeys) skl[j * kLd + d] = from_float<T>(x - to_float(hi));
+          });
     }
     wt::load_rows_padded<kThreadsTc>(sv, kLd, vh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTileV);
     __syncthreads();
@@ -367,15 +376,16 @@ __global__ void __launch_bounds__(kThreadsTc)
     range_up = ldexpf(1.f, e);
   }
   const float* __restrict__ S = states + (slot * H + h) * int64_t(K) * V + v0;
-  for (int e = threadIdx.x; e < kp * kTileV; e += kThreadsTc) {
-    const int d = e / kTileV, col = e % kTileV;
-    float x = 0.f;
-    if (d < K && col < vcols) {
-      x = S[int64_t(d) * V + col];
-      if constexpr (kRangeScale) x *= range_down;
-    }
-    ss[d * kLdv + col] = from_float<T>(x);
-  }
+  cu::batched_copy<kThreadsTc, 8>(
+      kp * kTileV,
+      [&](int e) {
+        const int d = e / kTileV, col = e % kTileV;
+        return (d < K && col < vcols) ? S[int64_t(d) * V + col] : 0.f;
+      },
+      [&](int e, float x) {
+        if constexpr (kRangeScale) x *= range_down;
+        ss[(e / kTileV) * kLdv + e % kTileV] = from_float<T>(x);
+      });
   __syncthreads();
 
   // Warp w owns value columns 16 w ..: Q S_c, then the fp32 row factor, then + P V (causal blocks only).

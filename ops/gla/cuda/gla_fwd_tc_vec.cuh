@@ -33,6 +33,7 @@ namespace linattn::gla::gpu {
 namespace tc_vec {
 
 namespace wt = cuda_utils::wmma_tiles;
+namespace cu = cuda_utils;
 namespace wmma = nvcuda::wmma;
 using tc::kThreadsTc;
 using tc::kWarps;
@@ -166,14 +167,18 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
       for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
       if (lane == 0) red[warp] = m;
     }
-    for (int e = threadIdx.x; e < kChunk * kTileK; e += kThreadsTc) {
-      const int j = e / kTileK, d = e % kTileK;
-      float x = 0.f;
-      if (j < L && d < kcols) {
-        x = to_float(kh[(t0 + j) * p.k_tok_stride + d]) * expf(sg[(kChunk - 1) * kLdg + d] - sg[j * kLdg + d]);
-      }
-      sk[j * kLd + d] = from_float<T>(x);
-    }
+    cu::batched_copy<kThreadsTc, 8>(
+        kChunk * kTileK,
+        [&](int e) {
+          const int j = e / kTileK, d = e % kTileK;
+          return (j < L && d < kcols) ? kh[(t0 + j) * p.k_tok_stride + d] : from_float<T>(0.f);
+        },
+        [&](int e, const T& raw) {
+          const int j = e / kTileK, d = e % kTileK;
+          float x = 0.f;
+          if (j < L && d < kcols) x = to_float(raw) * expf(sg[(kChunk - 1) * kLdg + d] - sg[j * kLdg + d]);
+          sk[j * kLd + d] = from_float<T>(x);
+        });
     wt::load_rows_padded<kThreadsTc>(sv, kLd, vh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTile);
     __syncthreads();
 
@@ -312,15 +317,16 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     __syncthreads();  // the previous slab's products are done with every slab tile
     wt::load_rows_padded<kThreadsTc>(sq, kLd, qh + d0, p.q_tok_stride, L, kcols, kChunk, kSlabK);
     wt::load_rows_padded<kThreadsTc>(sk, kLd, kh + d0, p.k_tok_stride, L, kcols, kChunk, kSlabK);
-    for (int e = threadIdx.x; e < kSlabK * kTile; e += kThreadsTc) {
-      const int d = e / kTile, col = e % kTile;
-      float x = 0.f;
-      if (d < kcols && col < vcols) {
-        x = S[int64_t(d0 + d) * V + col];
-        if constexpr (kRangeScale) x *= range_down;
-      }
-      ss[d * kLd + col] = from_float<T>(x);
-    }
+    cu::batched_copy<kThreadsTc, 8>(
+        kSlabK * kTile,
+        [&](int e) {
+          const int d = e / kTile, col = e % kTile;
+          return (d < kcols && col < vcols) ? S[int64_t(d0 + d) * V + col] : 0.f;
+        },
+        [&](int e, float x) {
+          if constexpr (kRangeScale) x *= range_down;
+          ss[(e / kTile) * kLd + e % kTile] = from_float<T>(x);
+        });
     vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: sq, sk, ss complete too
 
     for (int e = threadIdx.x; e < kChunk * kSlabK; e += kThreadsTc) {
