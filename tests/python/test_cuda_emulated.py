@@ -177,6 +177,9 @@ CASES = [
     ("swa-tc-varlen-w65-bf16", "swa", dict(lens=[70, 0, 5, 64], H=1, K=33, V=7, w=65, dtype=BF16)),
     ("swa-tc-k256v256-w65-fp16", "swa", dict(B=1, T=130, H=1, K=256, V=256, w=65, dtype=F16)),
     ("swa-tc-k256v40-w17-bf16", "swa", dict(B=1, T=70, H=1, K=256, V=40, w=17, dtype=BF16)),
+    # 64 x 64 backward tiles (K + V padded <= 80) over several tiles, window starts off the tile grid.
+    ("swa-tc-t200-w50-k16v16-fp16", "swa", dict(B=2, T=200, H=2, K=16, V=16, w=50, dtype=F16)),
+    ("swa-tc-t257-w100-k32v32-bf16", "swa", dict(B=1, T=257, H=1, K=32, V=32, w=100, dtype=BF16)),
     ("lolcats-b2t65-w5", "lolcats", dict(B=2, T=65, H=2, D=33, V=7, F=60, w=5)),
     ("lolcats-t130-w64", "lolcats", dict(B=1, T=130, H=1, D=16, V=8, F=8, w=64)),
     ("lolcats-ties", "lolcats", dict(B=1, T=20, H=1, D=4, V=3, F=5, w=6, ties=True)),
@@ -302,14 +305,23 @@ def _asan_env(env):
 
 
 @pytest.fixture(scope="module")
-def emulated(tmp_path_factory):
+def emulated(request, tmp_path_factory):
     """case id -> (inputs, outputs of the emulated kernels)."""
     reason = _unavailable()
     if reason:
         pytest.skip(reason)
     work = tmp_path_factory.mktemp("emulator")
+    # Only the cases the selected tests read (pytest -k swa: the SWA cases), so a filtered run does not wait for
+    # every family's cases in the worker; the one unparametrized test reads the self-test case.
+    wanted = set()
+    for item in request.session.items:
+        if item.module is request.module and "emulated" in getattr(item, "fixturenames", ()):
+            callspec = getattr(item, "callspec", None)
+            wanted.add(callspec.params["cid"] if callspec and "cid" in callspec.params else "selftest")
     cases = []
     for cid, family, spec in CASES:
+        if cid not in wanted:
+            continue
         with torch.random.fork_rng():
             torch.manual_seed(_seed(cid, "LINATTN_TEST_SEED"))
             cases.append(dict(id=cid, driver=family, seed=_seed(cid, "LINATTN_EMU_SEED"), inputs=MAKERS[family](spec)))
@@ -329,7 +341,9 @@ def emulated(tmp_path_factory):
     last = int(started[-1]) if started else -1
 
     def get(cid):
-        i = next(n for n, c in enumerate(cases) if c["id"] == cid)
+        i = next((n for n, c in enumerate(cases) if c["id"] == cid), None)
+        if i is None:
+            pytest.fail(f"case {cid} was not sent to the worker (only the cases of the selected tests are)")
         family = cases[i]["driver"]
         if family != "selftest" and not (ROOT / "ops" / family / "cuda").is_dir():
             pytest.skip(f"ops/{family}/cuda is not in this tree")
