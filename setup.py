@@ -57,12 +57,15 @@ def shared_libstdcxx():
 def check_links_shared_libstdcxx(lib_path):
     if not sys.platform.startswith("linux") or not os.path.exists(lib_path):
         return
-    needed = _elf_module().needed_libraries(lib_path)
-    if not any(n.startswith("libstdc++.so") for n in needed):
+    elf = _elf_module()
+    needed = elf.needed_libraries(lib_path)
+    private = elf.defined_dynamic_symbols(lib_path, "_ZNSt6locale")  # std::locale is libstdc++'s own
+    if not any(n.startswith("libstdc++.so") for n in needed) or private:
         raise RuntimeError(
-            f"{lib_path} does not load the shared libstdc++ (its dependencies: {needed}): the linker copied "
-            "libstdc++.a into it, and such a library crashes (SIGSEGV) when it formats a number in an error "
-            "message next to torch's own libstdc++. Install the shared libstdc++ development link "
+            f"{lib_path} carries its own libstdc++ (dependencies: {needed}; std::locale symbols defined: "
+            f"{len(private)}): the linker copied "
+            "libstdc++.a into it, and such a library breaks (messages cut short, or SIGSEGV) when it formats a "
+            "number into an error message next to torch's own libstdc++. Install the shared libstdc++ link "
             "(e.g. the libstdc++-<version>-dev package of your g++) or unset flags such as -static-libstdc++.")
 
 

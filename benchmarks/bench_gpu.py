@@ -50,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument("--target-ms", type=float, default=150.0, help="timed calls per measurement fill about this")
     p.add_argument("--budget", default="", help="per-section seconds, e.g. chunked=300,swa=60")
     p.add_argument("--fresh", action="store_true", help="start the day's JSON over instead of adding to it")
+    p.add_argument("--cases", default="", help="chunked: comma-separated case indices (0-based, in SHAPES order) "
+                   "to run; the day's earlier rows of the other cases are kept, so one device call's 10 minutes "
+                   "need not cover every shape")
     args = p.parse_args(argv)
     wanted = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(wanted) - set(SECTIONS))
@@ -121,6 +124,8 @@ def main(argv=None) -> int:
     files = report.paths(out_dir, meta)
     doc = {"meta": {}, "sections": {}} if args.fresh else report.load(files["json"])
     doc["meta"] = meta
+    ctx.previous = dict(doc["sections"])
+    ctx.cases = [c.strip() for c in args.cases.split(",") if c.strip()] or None
     failed = []
     def save(result):  # after every case and section: a run cut short still leaves what it measured
         doc["sections"][result["name"]] = result

@@ -74,6 +74,8 @@ class Ctx:
     broken: Optional[str] = None  # first sticky CUDA error, if any
     budget: Budget = field(default_factory=lambda: Budget(float("inf")))
     on_progress: Optional[Callable[[dict], None]] = None  # saves a section's partial result
+    cases: Optional[List[str]] = None  # chunked: labels (or SHAPES indices) to run; None = all
+    previous: Dict[str, dict] = field(default_factory=dict)  # sections already in the day's JSON
     _flush: Optional[torch.Tensor] = None
 
     @property

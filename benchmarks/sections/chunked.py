@@ -27,9 +27,12 @@ DRY_VARLEN = [100, 7, 64, 1]
 DRY_VARLEN_HD = (2, 32)
 
 
-def cases(dry_run: bool):
-    """(label, B, T, H, D, lengths or None); a varlen case is B = 1 with the lengths packed along T."""
-    for s in (DRY_SHAPES if dry_run else SHAPES):
+def cases(dry_run: bool, only=None):
+    """(label, B, T, H, D, lengths or None); a varlen case is B = 1 with the lengths packed along T. `only`:
+    indices into the shape list (as strings) to keep."""
+    for i, s in enumerate(DRY_SHAPES if dry_run else SHAPES):
+        if only is not None and str(i) not in only:
+            continue
         if s == "varlen":
             lengths = DRY_VARLEN if dry_run else VARLEN
             H, D = DRY_VARLEN_HD if dry_run else VARLEN_HD
@@ -136,8 +139,25 @@ def _ceilings_text(ctx) -> str:
 
 def run(ctx) -> dict:
     times, eff, records, speedups = [], [], [], []
+    todo = list(cases(ctx.dry_run, ctx.cases))
+    prev = ctx.previous.get("chunked") if ctx.cases is not None else None
+    if prev and prev.get("data", {}).get("records") is not None:
+        # Keep the day's rows of the cases this run skips (a run with --cases covers part of the shapes).
+        rerun = {c[0] for c in todo}
+        times += [r for r in prev["tables"][0]["rows"] if r[1] not in rerun]
+        eff += [r for r in prev["tables"][1]["rows"] if r[1] not in rerun]
+        records += [r for r in prev["data"]["records"] if r["label"] not in rerun]
+        speedups += [r["fla_fb"] / r["ours_fb"] for r in records if r.get("fla_fb") and r.get("ours_fb")]
+
+    order = {c[0]: i for i, c in enumerate(cases(ctx.dry_run))}
+
+    def rank(op, label):  # table order: shapes as listed, then ops
+        return order.get(label, len(order)), OPS.index(op) if op in OPS else len(OPS)
 
     def result():  # the section so far: written after every case, so a cut-short run keeps it
+        times.sort(key=lambda r: rank(r[0], r[1]))
+        eff.sort(key=lambda r: rank(r[0], r[1]))
+        records.sort(key=lambda r: rank(r["op"], r["label"]))
         return {
             "name": "chunked", "title": f"Chunked ops, {str(ctx.dtype).replace('torch.', '')}: linattn vs fla vs "
                                         "FlashAttention (SDPA, causal)",
@@ -162,7 +182,7 @@ def run(ctx) -> dict:
             "data": {"speedups": speedups, "records": records},
         }
 
-    for label, B, T, H, D, lengths in cases(ctx.dry_run):
+    for label, B, T, H, D, lengths in todo:
         cu = None
         if lengths is not None:
             cu = torch.tensor([0] + lengths, device=ctx.device).cumsum(0)

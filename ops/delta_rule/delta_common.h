@@ -39,7 +39,9 @@ FwdParams make_fwd_params(const Inputs& in, const at::Tensor& o, const at::Tenso
 
 double resolve_scale(std::optional<double> scale, const at::Tensor& q);
 
-// A backend: static check_dtype(op, q), forward(FwdParams, dtype, recurrent), backward(BwdParams, dtype).
+// A backend: static check_dtype(op, q), forward(FwdParams, dtype, recurrent), backward(BwdParams, dtype), and
+// kRecurrentL2InKernel: its recurrent kernel normalises q and k itself (FwdParams::l2norm_qk), which saves a
+// decoding step the ATen normalisation's launches.
 template <class Backend>
 Pair run_forward(const char* op, bool recurrent, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                  const OptTensor& g, const at::Tensor& beta, std::optional<double> scale,
@@ -47,11 +49,15 @@ Pair run_forward(const char* op, bool recurrent, const at::Tensor& q, const at::
                  const OptTensor& cu_seqlens) {
   check_inputs(op, q, k, v, g, beta, initial_state, cu_seqlens);
   Backend::check_dtype(op, q);
-  const Inputs in = prepare_inputs(op, use_qk_l2norm ? l2norm(q) : q, use_qk_l2norm ? l2norm(k) : k, v, g, beta,
-                                   initial_state, cu_seqlens);
+  const bool in_kernel = use_qk_l2norm && recurrent && Backend::kRecurrentL2InKernel;
+  const bool in_aten = use_qk_l2norm && !in_kernel;
+  const Inputs in = prepare_inputs(op, in_aten ? l2norm(q) : q, in_aten ? l2norm(k) : k, v, g, beta, initial_state,
+                                   cu_seqlens);
   auto [o, ht] = alloc_outputs(q, v, cu_seqlens, output_final_state);
   if (q.numel() > 0 || ht.numel() > 0) {
-    Backend::forward(make_fwd_params(in, o, ht, resolve_scale(scale, q)), q.scalar_type(), recurrent);
+    FwdParams p = make_fwd_params(in, o, ht, resolve_scale(scale, q));
+    p.l2norm_qk = in_kernel;
+    Backend::forward(p, q.scalar_type(), recurrent);
   }
   return {o, ht};
 }
@@ -66,12 +72,15 @@ at::Tensor run_recurrent_inplace(const char* op, const at::Tensor& q, const at::
   check_inputs(op, q, k, v, g, beta, state, cu_seqlens);
   check_inplace_state(op, q, state);
   Backend::check_dtype(op, q);
-  const Inputs in = prepare_inputs(op, use_qk_l2norm ? l2norm(q) : q, use_qk_l2norm ? l2norm(k) : k, v, g, beta,
-                                   state, cu_seqlens);
+  const bool in_aten = use_qk_l2norm && !Backend::kRecurrentL2InKernel;
+  const Inputs in = prepare_inputs(op, in_aten ? l2norm(q) : q, in_aten ? l2norm(k) : k, v, g, beta, state,
+                                   cu_seqlens);
   TORCH_INTERNAL_ASSERT(in.h0.data_ptr() == state.data_ptr(), op, ": the state was copied");
   at::Tensor o = std::get<0>(alloc_outputs(q, v, cu_seqlens, false));
   at::Tensor ht = state;
-  Backend::forward(make_fwd_params(in, o, ht, resolve_scale(scale, q)), q.scalar_type(), /*recurrent=*/true);
+  FwdParams p = make_fwd_params(in, o, ht, resolve_scale(scale, q));
+  p.l2norm_qk = use_qk_l2norm && Backend::kRecurrentL2InKernel;
+  Backend::forward(p, q.scalar_type(), /*recurrent=*/true);
   return o;
 }
 

@@ -7,7 +7,7 @@
 namespace linattn::delta {
 
 struct FwdParams {
-  const void* q = nullptr;     // [B*T, H, K] queries (input dtype; already L2-normalised when asked)
+  const void* q = nullptr;     // [B*T, H, K] queries (input dtype; L2-normalised when asked, see l2norm_qk)
   const void* k = nullptr;     // [B*T, H, K] keys (input dtype)
   const void* v = nullptr;     // [B*T, HV, V] values (input dtype)
   void* o = nullptr;           // [B*T, HV, V] output (input dtype)
@@ -25,6 +25,8 @@ struct FwdParams {
   int64_t dim_k = 0;        // K
   int64_t dim_v = 0;        // V
   double scale = 1.0;       // multiplies q
+  bool l2norm_qk = false;   // recurrent CUDA kernel only: q and k arrive raw and the kernel L2-normalises them
+                            // per token in fp32, x / sqrt(|x|^2 + 1e-6) (one launch per decoding step)
 };
 
 struct BwdParams : FwdParams {

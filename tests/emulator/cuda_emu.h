@@ -195,6 +195,8 @@ inline std::common_type_t<A, B> max(A a, B b) {
 }
 // Built with -ffp-contract=off, a plain product is never fused, which is all __fmul_rn promises.
 inline float __fmul_rn(float a, float b) { return a * b; }
+// The device's rsqrtf is within 2 ulp of 1 / sqrt(x); the exact value is one of the results it may return.
+inline float rsqrtf(float x) { return 1.f / std::sqrt(x); }
 
 // ===================================================================== fibers
 

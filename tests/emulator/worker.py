@@ -43,6 +43,9 @@ def delta_rule(x):
     dq, dk, dv, dbeta, dg, dh0 = E.delta_backward(*common, x["do"], x["dht"])  # the glue's backward
     out = dict(o=o, ht=ht, o_simt=o_simt, ht_simt=ht_simt, o_rec=o_rec, ht_rec=ht_rec, o_inplace=o_inplace,
                ht_inplace=ht_inplace, dq=dq, dk=dk, dv=dv, dbeta=dbeta, dg=dg, dh0=dh0)
+    if x.get("q_raw") is not None:  # use_qk_l2norm_in_kernel on CUDA: the recurrent kernel normalises raw q, k
+        out["o_rec_l2"], out["ht_rec_l2"] = E.delta_recurrent_inplace(
+            x["q_raw"], x["k_raw"], *common[2:5], x["scale"], x["h0"], x["cu_seqlens"], True)
     if x.get("simt_backward"):  # the SIMT backward too (LINATTN_DELTA_FORCE_SIMT=1)
         simt = E.delta_backward(*common, x["do"], x["dht"], True)
         for name, t in zip(("dq", "dk", "dv", "dbeta", "dg", "dh0"), simt):

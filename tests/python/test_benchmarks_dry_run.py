@@ -193,3 +193,21 @@ def test_a_failing_section_keeps_its_finished_cases(tmp_path, monkeypatch, capsy
     section(tables(md), "liger")
     assert GEOMEAN.match(md.rstrip("\n").splitlines()[-1])
     capsys.readouterr()
+
+
+def test_chunked_cases_split_across_runs_keep_each_others_rows(tmp_path):
+    # One device call cannot time every shape: --cases runs a subset and keeps the day's other rows.
+    import linattn
+    where = os.path.dirname(os.path.dirname(os.path.abspath(linattn.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [where, os.environ.get("PYTHONPATH")])))
+    base = [sys.executable, os.path.join(BENCH, "bench_gpu.py"), "--dry-run", "--device", "cpu", "--out-dir",
+            str(tmp_path), "--sections", "chunked"]
+    for subset in ("2", "0"):
+        proc = subprocess.run(base + ["--cases", subset], capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    md = [f for f in os.listdir(tmp_path) if f.endswith(".md")]
+    with open(os.path.join(tmp_path, md[0])) as f:
+        (header, rows), _ = section(tables(f.read()), "chunked")
+    labels = column(header, rows, "B,T,H,D")
+    assert len(rows) == 8, labels  # 4 ops x (case 0 and the varlen case 2), case 1 never ran
+    assert labels[0] == "1,128,2,32" and all(c.startswith("varlen") for c in labels[4:]), labels

@@ -236,8 +236,10 @@ def _make_delta(s):
     q, k, v = torch.randn(B, T, H, K), torch.randn(B, T, H, K), torch.randn(B, T, HV, V)
     if s.get("hard"):  # runs of nearly parallel keys (with beta near 1 below: I + A nearly singular directions)
         k[:, 1::2] = k[:, 0:T - T % 2:2] + 0.05 * torch.randn_like(k[:, 1::2])
+    q_raw = k_raw = None
     if s.get("l2"):
-        q, k = _l2norm(q.to(dt)), _l2norm(k.to(dt))
+        q_raw, k_raw = q.to(dt), k.to(dt)
+        q, k = _l2norm(q_raw), _l2norm(k_raw)
     else:
         k = F.normalize(k, dim=-1)
     g = None
@@ -248,7 +250,7 @@ def _make_delta(s):
     beta = 1 - 1e-3 * torch.rand(B, T, HV) if s.get("hard") else torch.rand(B, T, HV)
     return dict(q=q.to(dt), k=k.to(dt), v=v.to(dt), g=g.to(dt) if g is not None else None, beta=beta.to(dt),
                 scale=K ** -0.5, h0=torch.randn(N, HV, K, V), cu_seqlens=cu, do=torch.randn(B, T, HV, V).to(dt),
-                dht=torch.randn(N, HV, K, V), simt_backward=s.get("simt", False))
+                dht=torch.randn(N, HV, K, V), simt_backward=s.get("simt", False), q_raw=q_raw, k_raw=k_raw)
 
 
 def _make_swa(s):
@@ -490,10 +492,14 @@ def test_delta_rule_chunk_recurrent_and_backward(emulated, cid):
 
     # o / ht: the chunked forward the glue picks (tensor cores for fp16 / bf16); o_simt / ht_simt: the SIMT
     # chunked forward (LINATTN_DELTA_FORCE_SIMT=1); o_rec / ht_rec: the recurrent one; o_inplace / ht_inplace: the
-    # recurrent one writing the final state over the initial state's buffer.
+    # recurrent one writing the final state over the initial state's buffer; o_rec_l2 / ht_rec_l2 (cases with
+    # l2): the recurrent kernel fed raw q, k that it L2-normalises in fp32.
     names = {n: n for n in ["o", "o_simt", "o_rec", "o_inplace", "ht", "ht_simt", "ht_rec", "ht_inplace"]
              + ["d" + n for n in leaves]}
     wanted = dict(names, o_simt="o", o_rec="o", o_inplace="o", ht_simt="ht", ht_rec="ht", ht_inplace="ht")
+    if x.get("q_raw") is not None:  # the recurrent kernel normalising raw q, k itself (CUDA glue's decode path)
+        names.update(o_rec_l2="o_rec_l2", ht_rec_l2="ht_rec_l2")
+        wanted.update(o_rec_l2="o", ht_rec_l2="ht")
     if x.get("simt_backward"):  # both backward paths (states pass on tensor cores and SIMT) against the reference
         for n in [n for n in names if n.startswith("d")]:
             names[n + "_simt"], wanted[n + "_simt"] = n + "_simt", n

@@ -33,6 +33,8 @@ def test_library_loads_the_shared_libstdcxx_and_torch():
     assert any(n.startswith("libstdc++.so") for n in needed), f"libstdc++ linked statically? {needed}"
     assert "libc10.so" in needed and "libtorch_cpu.so" in needed, needed
     assert not any("torch_python" in n for n in needed), needed
+    assert _elf.defined_dynamic_symbols(_library.LIBRARY_PATH, "_ZNSt6locale") == [], "a private std::locale"
+    assert _elf.defined_dynamic_symbols(_library.LIBRARY_PATH, "_ZN7linattn"), "no linattn symbols found"
 
 
 def test_error_messages_format_numbers():

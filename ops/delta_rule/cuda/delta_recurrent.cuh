@@ -5,7 +5,8 @@
 // the host), reads h0 once and writes ht once. Per token, with a = e^{g_t} (1 without gates) and q scaled:
 //   u = beta (v - a S^T k),   o = a S^T q + (q . k) u,   S <- a S + k u^T
 // (o equals S_new^T q). S^T k, S^T q and q . k need one cross-warp reduction per step; the step's inputs are
-// double-buffered in shared memory so a step costs two barriers.
+// double-buffered in shared memory so a step costs two barriers. With p.l2norm_qk, |q|^2 and |k|^2 join that
+// reduction and the raw products are rescaled by 1 / sqrt(|x|^2 + 1e-6): the same step, no extra pass.
 #include "csrc/cuda/cuda_check.h"
 #include "ops/delta_rule/cuda/delta_common.cuh"
 
@@ -20,7 +21,7 @@ __global__ void __launch_bounds__(kRecThreads) recurrent_fwd_kernel(const FwdPar
   constexpr int kKMax = kRows * kRecWarps;
   static_assert(kKMax <= kRecThreads, "one thread loads each key dimension per step");
   __shared__ float sq[2][kKMax], sk[2][kKMax], sv[2][kBV], sscal[2][2];
-  __shared__ float sred_k[kRecWarps][kBV], sred_q[kRecWarps][kBV], sred_qk[kRecWarps];
+  __shared__ float sred_k[kRecWarps][kBV], sred_q[kRecWarps][kBV], sred_qk[kRecWarps][3];
 
   const int K = static_cast<int>(p.dim_k), V = static_cast<int>(p.dim_v);
   const int64_t H = p.heads, HV = p.value_heads;
@@ -56,7 +57,7 @@ __global__ void __launch_bounds__(kRecThreads) recurrent_fwd_kernel(const FwdPar
     const int buf = static_cast<int>(t & 1);
     if (tid < kKMax) {
       const bool in = tid < K;
-      sq[buf][tid] = in ? scale * to_float(qh[tok * q_tok + tid]) : 0.f;
+      sq[buf][tid] = in ? to_float(qh[tok * q_tok + tid]) : 0.f;  // scaled below, after any normalisation
       sk[buf][tid] = in ? to_float(kh[tok * q_tok + tid]) : 0.f;
     }
     if (tid < kBV) sv[buf][tid] = tid < vcols ? to_float(vh[tok * v_tok + tid]) : 0.f;
@@ -65,32 +66,48 @@ __global__ void __launch_bounds__(kRecThreads) recurrent_fwd_kernel(const FwdPar
       sscal[buf][1] = g != nullptr ? expf(g[tok * HV + hv]) : 1.f;
     }
     __syncthreads();
-    float pk = 0.f, pq = 0.f, pqk = 0.f;
+    float pk = 0.f, pq = 0.f, pqk = 0.f, pqq = 0.f, pkk = 0.f;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int d = w + kRecWarps * r;
-      pk += s[r] * sk[buf][d];
-      pq += s[r] * sq[buf][d];
-      pqk += sq[buf][d] * sk[buf][d];
+      const float qd = sq[buf][d], kd = sk[buf][d];
+      pk += s[r] * kd;
+      pq += s[r] * qd;
+      pqk += qd * kd;
+      pqq += qd * qd;
+      pkk += kd * kd;
     }
     sred_k[w][lane] = pk;
     sred_q[w][lane] = pq;
-    if (lane == 0) sred_qk[w] = pqk;
+    if (lane == 0) {
+      sred_qk[w][0] = pqk;
+      sred_qk[w][1] = pqq;
+      sred_qk[w][2] = pkk;
+    }
     __syncthreads();
-    float ks = 0.f, qs = 0.f, qk = 0.f;
+    float ks = 0.f, qs = 0.f, qk = 0.f, qq = 0.f, kk = 0.f;
 #pragma unroll
     for (int q = 0; q < kRecWarps; ++q) {
       ks += sred_k[q][lane];
       qs += sred_q[q][lane];
-      qk += sred_qk[q];
+      qk += sred_qk[q][0];
+      qq += sred_qk[q][1];
+      kk += sred_qk[q][2];
     }
+    // k_n = nk k and q_n = scale nq q: S^T k_n, S^T q_n and q_n . k_n are the raw sums times these factors.
+    const float nk = p.l2norm_qk ? rsqrtf(kk + 1e-6f) : 1.f;
+    const float nq = scale * (p.l2norm_qk ? rsqrtf(qq + 1e-6f) : 1.f);
+    ks *= nk;
+    qs *= nq;
+    qk *= nq * nk;
     const float b = sscal[buf][0], a = sscal[buf][1];
     const float u = b * (sv[buf][lane] - a * ks);
     if (w == 0 && lane < vcols) oh[tok * v_tok + lane] = from_float<T>(a * qs + qk * u);
+    const float ku = nk * u;
 #pragma unroll
     for (int r = 0; r < kRows; ++r) {
       const int d = w + kRecWarps * r;
-      s[r] = a * s[r] + sk[buf][d] * u;
+      s[r] = a * s[r] + sk[buf][d] * ku;
     }
     // The next step fills the other buffer before its first barrier and sred_* only after it, by which
     // time every thread has finished reading this step's values.

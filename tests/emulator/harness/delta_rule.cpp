@@ -1,7 +1,8 @@
 // Delta-rule launchers on the emulator; mirrors ops/delta_rule/delta_cuda.cpp (prepare_inputs /
 // make_fwd_params of delta_common.cpp, the backward's fp32 workspaces, dq / dk summed over value-head groups
 // by the kernels, the tensor-core forward and states pass for fp16 / bf16). q and k arrive already
-// L2-normalised when the op asks for it (the glue does that in ATen).
+// L2-normalised when the op asks for it (the glue does that in ATen), except in delta_recurrent_inplace with
+// l2norm_qk, where the recurrent kernel normalises them as it does for the CUDA glue.
 #include <torch/library.h>
 
 #include "common.h"
@@ -115,11 +116,13 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
 
 // fused_recurrent_delta_rule_inplace: the recurrent kernel with ht == h0 (one fenced buffer read as the initial
 // state and overwritten with the final one). Returns o and that buffer.
+// l2norm_qk: q and k are raw and the kernel normalises them, as the CUDA glue asks for use_qk_l2norm_in_kernel.
 std::tuple<at::Tensor, at::Tensor> recurrent_inplace(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                      const OptTensor& g, const at::Tensor& beta, double scale,
-                                                     const at::Tensor& state, const OptTensor& cu) {
+                                                     const at::Tensor& state, const OptTensor& cu, bool l2norm_qk) {
   DeltaCall c;
   setup(c, q, k, v, g, beta, scale, state, cu);
+  c.p.l2norm_qk = l2norm_qk;
   at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
   c.p.o = o.data_ptr();
   c.p.ht = c.h0.data_ptr();
@@ -185,7 +188,7 @@ TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
         "Tensor? cu_seqlens, Tensor do, Tensor? dht, bool force_simt=False) -> Tensor[]",
         &backward);
   m.def("delta_recurrent_inplace(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor state, "
-        "Tensor? cu_seqlens) -> (Tensor, Tensor)",
+        "Tensor? cu_seqlens, bool l2norm_qk=False) -> (Tensor, Tensor)",
         &recurrent_inplace);
 }
 
