@@ -125,16 +125,29 @@ __global__ void __launch_bounds__(kThreads) chunk_bwd_grad_kernel(const BwdParam
     const int v0 = vt * kBV, vcols = min(kBV, V - v0);
     load_row_tile<T>(sdo, doin + v_at0 + v0, v_tok, L, vcols);
     load_row_tile<float>(su, ws.u + v_at0 + v0, v_tok, L, vcols);
+    // Row w + 8 m, column lane: a warp owns whole rows, for the row dots. All 24 loads are issued before the
+    // first store: interleaved with the dv stores, which the compiler may not move them past, each row cost
+    // one memory latency.
+    float drs[8], vs[8], zs[8];
 #pragma unroll
-    for (int m = 0; m < 8; ++m) {  // row w + 8 m, column lane: a warp owns whole rows, for the row dots
+    for (int m = 0; m < 8; ++m) {
       const int i = w + 8 * m;
-      float dr = 0.f;
+      drs[m] = vs[m] = zs[m] = 0.f;
       if (i < L && lane < vcols) {
         const int64_t at = v_at0 + int64_t(i) * v_tok + v0 + lane;
-        dr = ws.dr[at];
-        rv[m] += dr * to_float(vin[at]);
-        rz[m] += dr * ws.z[at];
-        dvout[at] = from_float<T>(sbeta[i] * dr);
+        drs[m] = ws.dr[at];
+        vs[m] = to_float(vin[at]);
+        zs[m] = ws.z[at];
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < 8; ++m) {
+      const int i = w + 8 * m;
+      const float dr = drs[m];
+      if (i < L && lane < vcols) {
+        rv[m] += dr * vs[m];
+        rz[m] += dr * zs[m];
+        dvout[v_at0 + int64_t(i) * v_tok + v0 + lane] = from_float<T>(sbeta[i] * dr);
       }
       sdr[i * kLD + lane] = dr;
     }

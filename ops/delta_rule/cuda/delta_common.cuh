@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/batched_copy.cuh"
 #include "csrc/cuda/type_utils.cuh"
 #include "ops/delta_rule/cuda/delta_launch.h"
 #include "ops/delta_rule/delta_params.h"
@@ -99,31 +100,44 @@ __device__ __forceinline__ bool locate_chunk(const FwdParams& p, int64_t slot, i
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Tile loads (all threads; the caller synchronises afterwards)
+// Tile loads (all threads; the caller synchronises afterwards). They run once per K / V tile of every chunk,
+// so each keeps several global loads in flight (batched_copy): a plain loop pays one memory latency per
+// element it stores. A thread stages 8 elements of a [64 x 32] tile, by default in two batches of 4: batches of
+// 8 made ptxas (nvcc 13, sm_80) spill in kernels that had no spills before. Kernels may pick another batch.
+constexpr int kTileBatch = 4;
 
 // dst[i * kLD + c] = alpha_i * src[i * tok_stride + c] for i < rows, c < cols; 0 elsewhere in [64 x 32].
-// alpha: per-row factors in shared memory, or nullptr for 1.
-template <typename T>
+// alpha: per-row factors in shared memory, or nullptr for 1. kBatch: loads in flight per thread.
+template <typename T, int kBatch = kTileBatch>
 __device__ __forceinline__ void load_row_tile(float* __restrict__ dst, const T* __restrict__ src, int64_t tok_stride,
                                               int rows, int cols, const float* __restrict__ alpha = nullptr) {
-  for (int e = threadIdx.x; e < kChunk * kBK; e += kThreads) {
-    const int i = e / kBK, c = e % kBK;
-    float x = 0.f;
-    if (i < rows && c < cols) {
-      x = to_float(src[i * tok_stride + c]);
-      if (alpha != nullptr) x *= alpha[i];
-    }
-    dst[i * kLD + c] = x;
-  }
+  static_assert(kChunk * kBK % (kBatch * kThreads) == 0, "[64 x 32] tiles are staged in whole batches");
+  cuda_utils::batched_copy<kThreads, kBatch>(
+      kChunk * kBK,
+      [&](int e) {
+        const int i = e / kBK, c = e % kBK;
+        return (i < rows && c < cols) ? src[int64_t(i) * tok_stride + c] : from_float<T>(0.f);
+      },
+      [&](int e, const T& raw) {
+        const int i = e / kBK, c = e % kBK;
+        float x = to_float(raw);
+        // Padding stays an exact 0 whatever alpha holds there.
+        if (alpha != nullptr && i < rows && c < cols) x *= alpha[i];
+        dst[i * kLD + c] = x;
+      });
 }
 
-// [32 x 32] block of a [K, V] fp32 matrix at rows d0.., columns c0.. (0 outside): dst[d * kLD + c].
+// [32 x 32] block of a [K, V] fp32 matrix at rows d0.., columns c0.. (0 outside): dst[d * kLD + c]. 4 elements
+// per thread: a single batch.
 __device__ __forceinline__ void load_state_tile(float* __restrict__ dst, const float* __restrict__ S, int64_t V,
                                                 int d0, int c0, int rows, int cols) {
-  for (int e = threadIdx.x; e < kBK * kBV; e += kThreads) {
-    const int d = e / kBV, c = e % kBV;
-    dst[d * kLD + c] = (d < rows && c < cols) ? S[int64_t(d0 + d) * V + c0 + c] : 0.f;
-  }
+  cuda_utils::batched_copy<kThreads, kBK * kBV / kThreads>(
+      kBK * kBV,
+      [&](int e) {
+        const int d = e / kBV, c = e % kBV;
+        return (d < rows && c < cols) ? S[int64_t(d0 + d) * V + c0 + c] : 0.f;
+      },
+      [&](int e, float x) { dst[(e / kBV) * kLD + e % kBV] = x; });
 }
 
 // Per-row beta, cumulative log decay b and Gamma = e^b of the chunk's rows t0 .. t0 + L - 1 (padded rows:

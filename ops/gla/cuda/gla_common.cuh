@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/batched_copy.cuh"
 #include "csrc/cuda/type_utils.cuh"
 #include "ops/gla/cuda/gla_launch.h"
 #include "ops/gla/gla_params.h"
@@ -99,41 +100,52 @@ __device__ __forceinline__ bool locate_chunk(const FwdParams& p, int64_t slot, i
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// Tile loads (all threads; the caller synchronises afterwards)
+// Tile loads (all threads; the caller synchronises afterwards). They run once per K / V tile of every chunk,
+// so each keeps several global loads in flight (batched_copy): a plain loop pays one memory latency per
+// element it stores. A thread stages 8 elements of a [64 x 32] tile, in two batches of 4: batches of 8 made
+// ptxas spill (nvcc 13, sm_80 / sm_90a) in kernels that had no spills before.
+constexpr int kTileBatch = 4;
+static_assert(kChunk * kBK % (kTileBatch * kThreads) == 0, "[64 x 32] tiles are staged in whole batches");
 
 // dst[i * ld + d] = src[i * tok_stride + d] for i < rows, d < cols; 0 elsewhere in [kChunk x width].
 template <typename T, int kWidth>
 __device__ __forceinline__ void load_row_tile(float* __restrict__ dst, int ld, const T* __restrict__ src,
                                               int64_t tok_stride, int rows, int cols) {
-  for (int e = threadIdx.x; e < kChunk * kWidth; e += kThreads) {
-    const int i = e / kWidth, d = e % kWidth;
-    float x = 0.f;
-    if (i < rows && d < cols) x = to_float(src[i * tok_stride + d]);
-    dst[i * ld + d] = x;
-  }
+  cuda_utils::batched_copy<kThreads, kTileBatch>(
+      kChunk * kWidth,
+      [&](int e) {
+        const int i = e / kWidth, d = e % kWidth;
+        return (i < rows && d < cols) ? src[int64_t(i) * tok_stride + d] : from_float<T>(0.f);
+      },
+      [&](int e, const T& x) { dst[(e / kWidth) * ld + e % kWidth] = to_float(x); });
 }
 
 // Raw log gates of rows t0..t0+63 and key columns d0..d0+31 (0 outside the chunk, past K, or with no gate).
 __device__ __forceinline__ void load_gate_tile(float* __restrict__ sb, const FwdParams& p, int64_t t0, int64_t h,
                                                int d0, int rows, int cols) {
   const float* __restrict__ g = static_cast<const float*>(p.g);
-  for (int e = threadIdx.x; e < kChunk * kBK; e += kThreads) {
-    const int i = e / kBK, d = e % kBK;
-    float x = 0.f;
-    if (g != nullptr && i < rows && d < cols) {
-      x = g[(t0 + i) * p.g_tok_stride + h * p.g_head_stride + int64_t(d0 + d) * p.g_k_stride];
-    }
-    sb[i * kLD + d] = x;
-  }
+  cuda_utils::batched_copy<kThreads, kTileBatch>(
+      kChunk * kBK,
+      [&](int e) {
+        const int i = e / kBK, d = e % kBK;
+        return (g != nullptr && i < rows && d < cols)
+                   ? g[(t0 + i) * p.g_tok_stride + h * p.g_head_stride + int64_t(d0 + d) * p.g_k_stride]
+                   : 0.f;
+      },
+      [&](int e, float x) { sb[(e / kBK) * kLD + e % kBK] = x; });
 }
 
-// [kBK x kBV] block of a [K, V] fp32 state at rows d0.., columns c0.. (0 outside).
+// [kBK x kBV] block of a [K, V] fp32 state at rows d0.., columns c0.. (0 outside). 4 elements per thread: a
+// single batch.
 __device__ __forceinline__ void load_state_tile(float* __restrict__ dst, const float* __restrict__ S, int V, int d0,
                                                 int c0, int rows, int cols) {
-  for (int e = threadIdx.x; e < kBK * kBV; e += kThreads) {
-    const int d = e / kBV, c = e % kBV;
-    dst[e] = (d < rows && c < cols) ? S[int64_t(d0 + d) * V + c0 + c] : 0.f;
-  }
+  cuda_utils::batched_copy<kThreads, kBK * kBV / kThreads>(
+      kBK * kBV,
+      [&](int e) {
+        const int d = e / kBV, c = e % kBV;
+        return (d < rows && c < cols) ? S[int64_t(d0 + d) * V + c0 + c] : 0.f;
+      },
+      [&](int e, float x) { dst[e] = x; });
 }
 
 // In-place inclusive scan down (kReverse: up) each of the 32 columns of a [64 x kLD] tile: a prefix sum

@@ -66,8 +66,8 @@ __global__ void __launch_bounds__(simt::kThreads)
   const int64_t cb = linear_base_chunk(t.r0, w);
   for (int64_t j0 = cb * kChunk; j0 <= last - w; j0 += R) {
     const int kr = static_cast<int>(min(int64_t(R), last - w - j0 + 1));
-    simt::load_rows<T, kP>(sv, LD, vh + j0 * p.v_tok_stride, p.v_tok_stride, kr, V, R);
-    simt::load_rows<T, kP>(sfk, LD, fkh + j0 * p.f_tok_stride, p.f_tok_stride, kr, F, R);
+    simt::load_rows<T, kP, kLoadBatch>(sv, LD, vh + j0 * p.v_tok_stride, p.v_tok_stride, kr, V, R);
+    simt::load_rows<T, kP, kLoadBatch>(sfk, LD, fkh + j0 * p.f_tok_stride, p.f_tok_stride, kr, F, R);
     __syncthreads();
     float da[RM][CN];
     simt::zero(da);
@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(simt::kThreads)
     // S dN_i: rows v0 .. of S^T against columns v0 .. of dN.
     for (int v0 = 0; v0 < V; v0 += R) {
       const int vr = min(R, V - v0);
-      simt::load_matrix_cols<kP>(sv, LD, st, V, v0, vr, F, R);
+      simt::load_matrix_cols<kP, kLoadBatch>(sv, LD, st, V, v0, vr, F, R);
       __syncthreads();
       simt::tile_pv(acc, sdn + v0, LD, sv, LD, vr);
       __syncthreads();
@@ -158,8 +158,8 @@ __global__ void __launch_bounds__(simt::kThreads)
       sdz[i] = i < qr ? dz_ws[row] : 0.f;
     }
     __syncthreads();
-    simt::load_rows<T, kP>(sdn, LD, doh + q0 * p.v_tok_stride, p.v_tok_stride, qr, V, R, sinvz);
-    simt::load_rows<T, kP>(sfq, LD, fqh + q0 * p.f_tok_stride, p.f_tok_stride, qr, F, R);
+    simt::load_rows<T, kP, kLoadBatch>(sdn, LD, doh + q0 * p.v_tok_stride, p.v_tok_stride, qr, V, R, sinvz);
+    simt::load_rows<T, kP, kLoadBatch>(sfq, LD, fqh + q0 * p.f_tok_stride, p.f_tok_stride, qr, F, R);
     __syncthreads();
     float da[RM][CN], a[RM][CN];  // transposed: rows are keys, columns queries
     simt::zero(da);
@@ -198,7 +198,7 @@ __global__ void __launch_bounds__(simt::kThreads)
     // G v_j: columns v0 .. of v against rows v0 .. of G^T.
     for (int v0 = 0; v0 < V; v0 += R) {
       const int vr = min(R, V - v0);
-      simt::load_matrix_cols<kP>(sdn, LD, st, V, v0, vr, F, R);
+      simt::load_matrix_cols<kP, kLoadBatch>(sdn, LD, st, V, v0, vr, F, R);
       __syncthreads();
       simt::tile_pv(dfk, sv + v0, LD, sdn, LD, vr);
       __syncthreads();
@@ -206,7 +206,7 @@ __global__ void __launch_bounds__(simt::kThreads)
     // G^T fk_j: columns f0 .. of fk against rows f0 .. of G.
     for (int f0 = 0; f0 < F; f0 += R) {
       const int fr = min(R, F - f0);
-      simt::load_matrix_rows<kP>(sdn, LD, st, V, f0, fr, V, R);
+      simt::load_matrix_rows<kP, kLoadBatch>(sdn, LD, st, V, f0, fr, V, R);
       __syncthreads();
       simt::tile_pv(dv, sfk + f0, LD, sdn, LD, fr);
       __syncthreads();

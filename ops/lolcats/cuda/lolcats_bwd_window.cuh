@@ -77,8 +77,8 @@ __global__ void __launch_bounds__(simt::kThreads)
   const int64_t last = t.r0 + t.rows - 1;
   for (int64_t j0 = max(int64_t(0), t.r0 - w + 1); j0 <= last; j0 += R) {
     const int kr = static_cast<int>(min(int64_t(R), last - j0 + 1));
-    simt::load_rows<T, kP>(sk, LD, kh + j0 * p.qk_tok_stride, p.qk_tok_stride, kr, D, R);
-    simt::load_rows<T, kP>(sv, LD, vh + j0 * p.v_tok_stride, p.v_tok_stride, kr, V, R);
+    simt::load_rows<T, kP, kLoadBatch>(sk, LD, kh + j0 * p.qk_tok_stride, p.qk_tok_stride, kr, D, R);
+    simt::load_rows<T, kP, kLoadBatch>(sv, LD, vh + j0 * p.v_tok_stride, p.v_tok_stride, kr, V, R);
     __syncthreads();
     float s[RM][CN], dp[RM][CN];
     simt::zero(s);
@@ -182,8 +182,8 @@ __global__ void __launch_bounds__(simt::kThreads)
       sg[i] = i < qr ? ws.tie_grad[row] : 0.f;
     }
     __syncthreads();
-    simt::load_rows<T, kP>(sq, LD, qh + q0 * p.qk_tok_stride, p.qk_tok_stride, qr, D, R);
-    simt::load_rows<T, kP>(sdn, LD, doh + q0 * p.v_tok_stride, p.v_tok_stride, qr, V, R, sinvz);
+    simt::load_rows<T, kP, kLoadBatch>(sq, LD, qh + q0 * p.qk_tok_stride, p.qk_tok_stride, qr, D, R);
+    simt::load_rows<T, kP, kLoadBatch>(sdn, LD, doh + q0 * p.v_tok_stride, p.v_tok_stride, qr, V, R, sinvz);
     __syncthreads();
     float s[RM][CN], dp[RM][CN];  // transposed: rows are keys, columns queries
     simt::zero(s);

@@ -40,6 +40,12 @@ struct StorageOf<DType::kBFloat16> {
 
 constexpr int kChunk = static_cast<int>(kStateChunk);
 
+// Global loads a thread keeps in flight when a loop over key / query tiles (or over the F / V tiles of a
+// prefix state) stages its next tile: a plain loop pays one memory latency per element it stores. A thread
+// stages 8 to 32 elements of a tile; with 8 in flight ptxas (nvcc 13, sm_90a) spilled in the 64-wide window
+// backward, which had no spills before.
+constexpr int kLoadBatch = 4;
+
 // The tile of rows (queries or keys) of this CTA: grid (tiles, H, B).
 struct RowTile {
   int64_t b, h;  // batch row and head

@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(simt::kThreads)
   for (int r = 0; r < RM; ++r) m[r] = -INFINITY;
   for (int64_t j0 = wbeg; j0 <= last; j0 += R) {
     const int kr = static_cast<int>(min(int64_t(R), last - j0 + 1));
-    simt::load_rows<T, kP>(skf, LD, kh + j0 * p.qk_tok_stride, p.qk_tok_stride, kr, D, R);
+    simt::load_rows<T, kP, kLoadBatch>(skf, LD, kh + j0 * p.qk_tok_stride, p.qk_tok_stride, kr, D, R);
     __syncthreads();
     float s[RM][CN];
     simt::zero(s);
@@ -93,11 +93,11 @@ __global__ void __launch_bounds__(simt::kThreads)
     const int kr = static_cast<int>(min(int64_t(R), last - j0 + 1));
     const bool need_win = j0 + kr - 1 >= wbeg;  // some key of the tile is in some row's window
     const bool need_lin = j0 <= last - w;       // some key of the tile has left the last row's window
-    simt::load_rows<T, kP>(sv, LD, vh + j0 * p.v_tok_stride, p.v_tok_stride, kr, V, R);
+    simt::load_rows<T, kP, kLoadBatch>(sv, LD, vh + j0 * p.v_tok_stride, p.v_tok_stride, kr, V, R);
     float wt[RM][CN];
     simt::zero(wt);
     if (need_win) {
-      simt::load_rows<T, kP>(skf, LD, kh + j0 * p.qk_tok_stride, p.qk_tok_stride, kr, D, R);
+      simt::load_rows<T, kP, kLoadBatch>(skf, LD, kh + j0 * p.qk_tok_stride, p.qk_tok_stride, kr, D, R);
       __syncthreads();
       float s[RM][CN];
       simt::zero(s);
@@ -115,7 +115,7 @@ __global__ void __launch_bounds__(simt::kThreads)
       __syncthreads();  // skf is reloaded with fk next
     }
     if (need_lin) {
-      simt::load_rows<T, kP>(skf, LD, fkh + j0 * p.f_tok_stride, p.f_tok_stride, kr, F, R);
+      simt::load_rows<T, kP, kLoadBatch>(skf, LD, fkh + j0 * p.f_tok_stride, p.f_tok_stride, kr, F, R);
       __syncthreads();
       float a[RM][CN];
       simt::zero(a);
@@ -145,7 +145,7 @@ __global__ void __launch_bounds__(simt::kThreads)
     const float* __restrict__ st = state_slot(p, states, t.b, t.h, cb);
     for (int f0 = 0; f0 < F; f0 += R) {
       const int fr = min(R, F - f0);
-      simt::load_matrix_rows<kP>(skf, LD, st, V, f0, fr, V, R);
+      simt::load_matrix_rows<kP, kLoadBatch>(skf, LD, st, V, f0, fr, V, R);
       __syncthreads();
       simt::tile_pv(acc, sfq + f0, LD, skf, LD, fr);
       __syncthreads();

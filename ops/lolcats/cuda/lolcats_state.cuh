@@ -50,9 +50,9 @@ __global__ void __launch_bounds__(simt::kThreads)
     sw[i] = i < rows ? (wz != nullptr ? wz[row] : 1.f) : 0.f;
   }
   __syncthreads();
-  simt::load_rows<T, kSumCols>(sx, kSumLd, x.ptr + h * x.head_stride + tok0 * x.tok_stride + f0, x.tok_stride, rows,
+  simt::load_rows<T, kSumCols, kLoadBatch>(sx, kSumLd, x.ptr + h * x.head_stride + tok0 * x.tok_stride + f0, x.tok_stride, rows,
                                F - f0, kChunk);
-  simt::load_rows<T, kSumCols>(sy, kSumLd, y.ptr + h * y.head_stride + tok0 * y.tok_stride + v0, y.tok_stride, rows,
+  simt::load_rows<T, kSumCols, kLoadBatch>(sy, kSumLd, y.ptr + h * y.head_stride + tok0 * y.tok_stride + v0, y.tok_stride, rows,
                                V - v0, kChunk, sdiv);
   __syncthreads();
 
