@@ -436,11 +436,33 @@ struct DqkSmem {  // byte offsets into the realigned dynamic buffer
     dm = c.take<T>(Tile<T>::kElems);                          // D [64 x 64]
     gate = c.take<float>(kChunk * kLdg);
     fa = c.take<float>(F32Tile::kElems);  // fp32 D, then dq, then q dq - k dk and its suffix sums
-    fb = c.take<float>(F32Tile::kElems);  // dk
+    fb = c.take<float>(F32Tile::kElems);  // the low part of the dS slab during dk's V walk, then dk
     carry = c.take<float>(kTile);         // sum_v dS * S_{c+1} per key row of this K tile
     launch_bytes = c.launch_bytes();
   }
 };
+
+// A [64 x 64] slab of a [*, V] fp32 state gradient (rows from S, nrows x ncols of it, zeros elsewhere) times
+// `factor` (a power of two) as two 16-bit parts, hi = round(x) and lo = round(x - hi): hi + lo carries about
+// twice the dtype's mantissa. All threads; the caller synchronises afterwards.
+template <typename T>
+__device__ __forceinline__ void state_slab_to_split_tiles(T* __restrict__ hi, T* __restrict__ lo, int ld,
+                                                          const float* __restrict__ S, int V, int nrows, int ncols,
+                                                          float factor) {
+  cu::batched_copy<kThreadsTc, 8>(
+      kTile * kTile,
+      [&](int e) {
+        const int d = e / kTile, c = e % kTile;
+        return (d < nrows && c < ncols) ? S[int64_t(d) * V + c] : 0.f;
+      },
+      [&](int e, float raw) {
+        const float x = raw * factor;
+        const T h = from_float<T>(x);
+        const int at = (e / kTile) * ld + e % kTile;
+        hi[at] = h;
+        lo[at] = from_float<T>(x - to_float(h));
+      });
+}
 
 // Up to 3 of the kScoreBlocks (10) blocks of D per warp: blk = warp, warp + 4, warp + 8.
 constexpr int kDBlocksPerWarp = (tc::kScoreBlocks + kWarps - 1) / kWarps;
@@ -453,6 +475,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   static_assert(kTile == kWarps * kFrag, "warp w owns the key columns 16 w .. 16 w + 15 of dq and dk");
   static_assert(kThreadsTc == 2 * kTile, "dg's suffix sums give each key column two threads (row halves)");
   static_assert(kTile == tc::kTileK && kTile == tc::kTileV, "K tiles and V slabs match the tile maxima");
+  static_assert(Tile<T>::kElems * sizeof(T) <= F32Tile::kElems * sizeof(float),
+                "the low part of a dS slab fits in the fp32 dk tile");
   int64_t n = 0, c = 0;
   SeqSpan seq;
   if (!locate_chunk(p, blockIdx.x, n, c, seq)) return;  // uniform over the block
@@ -643,32 +667,38 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   }
 
   // 3. dk: V dS^T over the V slabs, then the factor e^{G_L - G_p'}, + D^T Qt, the factor e^{G_p' - G_j} and the
-  // diagonal blocks.
+  // diagonal blocks. dS enters as hi + lo: the carry sum_v dS * S_{c+1} (fp32) and sum_j k_j dk_inter_j cancel in
+  // dg up to e^{G_L} sum_v dS * S_c, so one rounding of dS here would reach every row of the chunk undamped (with
+  // strong gates dg is that small remainder: 5x PyTorch's bf16 error on the emulator with a single rounding).
   {
     const float down = range_factor(dstate_max, false);
+    T* __restrict__ r1_lo = reinterpret_cast<T*>(fb);  // fb is free until dk's products are stored
 #pragma unroll
     for (int r = 0; r < kRowBlocks; ++r) wmma::fill_fragment(acc[r], 0.f);
     for (int v0 = 0; v0 < V; v0 += kTile) {
       const int vcols = min(kTile, V - v0), nvs = static_cast<int>(ceil_div(vcols, kFrag));
       __syncthreads();  // the previous products are done with r1 / r2 (and, the first time, Qt is complete)
-      tc::state_slab_to_tile(r1, kLd, dS + v0, V, kcols, vcols, kTile, kTile, down);
+      state_slab_to_split_tiles(r1, r1_lo, kLd, dS + v0, V, kcols, vcols, down);
       wt::load_rows_padded<kThreadsTc>(r2, kLd, vh + v0, p.v_tok_stride, L, vcols, kChunk, kTile);
       __syncthreads();
       if (warp < nkb) {
         for (int vs = 0; vs < nvs; ++vs) {
-          typename Fr::BCol b;  // dS^T
+          typename Fr::BCol b, b_lo;  // dS^T
           wmma::load_matrix_sync(b, r1 + cb * kFrag * kLd + vs * kFrag, kLd);
+          wmma::load_matrix_sync(b_lo, r1_lo + cb * kFrag * kLd + vs * kFrag, kLd);
 #pragma unroll
           for (int r = 0; r < kRowBlocks; ++r) {
             if (r < nrb) {
               typename Fr::ARow a;
               wmma::load_matrix_sync(a, r2 + r * kFrag * kLd + vs * kFrag, kLd);
               wmma::mma_sync(acc[r], a, b, acc[r]);
+              wmma::mma_sync(acc[r], a, b_lo, acc[r]);
             }
           }
         }
       }
     }
+    __syncthreads();  // every warp is done with the low part before fb takes dk's products
     if (warp < nkb) {
       float* __restrict__ col = fb + cb * kFrag;
 #pragma unroll
