@@ -53,7 +53,7 @@
 // V tiles of a K tile for dq / dk). Stability: every exponent is <= 0 (G_i, G_L, G_i - G_p, G_p - G_j,
 // G_L - G_p', G_p' - G_j, G_L - G_j, and G_i - G_j for j <= i).
 //
-// Shared memory (bf16 and fp16 alike, any K and V: both are walked in 64-column slabs): states 51.4 KB,
+// Shared memory (bf16 and fp16 alike, any K and V: both are walked in 64-column slabs): states 60.4 KB,
 // dstates 51.4 KB, dv 74.9 KB, dq / dk / dg 109 KB (two CTAs per SM on sm_90).
 #include <type_traits>
 
