@@ -68,7 +68,7 @@ def tensor_core_gla_workload(dev, dtype):
 
 
 def tensor_core_gla_vector_workload(dev, dtype):
-    """chunk_gla (per-key gates) in half precision takes the tensor-core forward (the backward stays SIMT):
+    """chunk_gla (per-key gates) in half precision takes the tensor-core forward and backward:
     odd K / V, K and V of 256 (four key slabs, four V tiles), varlen with empty sequences, strong decay."""
     if dtype == torch.float32:
         return
@@ -86,6 +86,7 @@ def tensor_core_gla_vector_workload(dev, dtype):
                                   cu_seqlens=cu_seqlens)
         assert torch.isfinite(o).all() and torch.isfinite(ht).all()
         (o.float().sum() + ht.sum()).backward()
+        assert all(torch.isfinite(t.grad).all() for t in leaves)
 
 
 def tensor_core_delta_workload(dev, dtype):

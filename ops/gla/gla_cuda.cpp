@@ -1,7 +1,7 @@
 // CUDA backend of the GLA ops: float32, float16 and bfloat16 inputs (fp32 gates, states and accumulation).
 // The kernels are torch-free (ops/gla/cuda/); this file checks what they support, picks the dtype and the
-// path (fp16 / bf16 chunked forwards run on tensor cores, and so do the backwards with a scalar or no gate; the
-// backward of per-key gates stays SIMT and recomputes its states, reading no forward workspace), allocates
+// path (fp16 / bf16 chunked forwards and backwards run on tensor cores, with scalar, per-key or no gates; every
+// backward recomputes its states, reading no forward workspace), allocates
 // the workspaces with the caching allocator and launches on the current stream of q's device
 // (c10::cuda::getCurrentCUDAStream, the stream at::cuda::getCurrentCUDAStream returns; c10/cuda headers avoid
 // ATen/cuda/CUDAContext.h, which pulls in cuSPARSE/cuBLAS headers).
@@ -50,8 +50,8 @@ void check_head_dims(const char* op, int64_t K, int64_t V) {
               ", got V=", V, " (v last dim); split the heads or run on CPU");
 }
 
-// LINATTN_GLA_FORCE_SIMT=1 keeps fp16 / bf16 chunked forwards (scalar and per-key gates) and scalar-gate
-// backwards on the fp32 SIMT kernels, so one GPU session can compare both paths (a subprocess per setting: the variable is read once).
+// LINATTN_GLA_FORCE_SIMT=1 keeps fp16 / bf16 chunked forwards and backwards (scalar and per-key gates) on the
+// fp32 SIMT kernels, so one GPU session can compare both paths (a subprocess per setting: the variable is read once).
 bool force_simt() {
   static const bool force = [] {
     const char* env = std::getenv("LINATTN_GLA_FORCE_SIMT");
@@ -80,6 +80,13 @@ template <gpu::DType D>
 void run_chunk_backward_tc(const BwdParams& p, const at::Tensor& q, cudaStream_t stream) {
   const at::Tensor ws = at::empty({gpu::chunk_backward_tc_workspace(p).total}, q.options().dtype(at::kFloat));
   gpu::chunk_backward_tc<D>(p, ws.data_ptr<float>(), stream);
+}
+
+// Tensor-core backward for per-key gates (fp16 / bf16); the same workspace regions without the dg partials.
+template <gpu::DType D>
+void run_chunk_backward_tc_vec(const BwdParams& p, const at::Tensor& q, cudaStream_t stream) {
+  const at::Tensor ws = at::empty({gpu::chunk_backward_tc_vec_workspace(p).total}, q.options().dtype(at::kFloat));
+  gpu::chunk_backward_tc_vec<D>(p, ws.data_ptr<float>(), stream);
 }
 
 struct CudaBackend {
@@ -152,6 +159,14 @@ struct CudaBackend {
         run_chunk_backward_tc<gpu::DType::kFloat16>(p, q, stream);
       } else {
         run_chunk_backward_tc<gpu::DType::kBFloat16>(p, q, stream);
+      }
+      return;
+    }
+    if (gpu::tc_vec_backward_supported(dt, p) && !force_simt()) {
+      if (dt == gpu::DType::kFloat16) {
+        run_chunk_backward_tc_vec<gpu::DType::kFloat16>(p, q, stream);
+      } else {
+        run_chunk_backward_tc_vec<gpu::DType::kBFloat16>(p, q, stream);
       }
       return;
     }

@@ -92,8 +92,9 @@ CASES = [
     ("gla-tc-bwd-scalar-bf16-t1", "gla", dict(B=3, T=1, H=2, K=5, V=7, gate="scalar", dtype=BF16)),
     ("gla-tc-bwd-nogate-varlen-fp16", "gla", dict(lens=[130, 0, 5], H=1, K=33, V=256, gate=None, dtype=F16,
                                                   simt=True)),
-    # The tensor-core forward for per-key gates (fp16 / bf16; the glue's path, beside the SIMT and recurrent
-    # forwards; the backward stays SIMT). gate "strongkey": per-key log gates uniform in [-20, 0] per step.
+    # The tensor-core forward and backward for per-key gates (fp16 / bf16; the glue's path, beside the SIMT and
+    # recurrent forwards; simt: the SIMT backward as well). gate "strongkey": per-key log gates uniform in [-20, 0]
+    # per step.
     ("gla-tcvec-fp16-t1", "gla", dict(B=2, T=1, H=2, K=3, V=3, gate="key", dtype=F16)),
     ("gla-tcvec-bf16-t5-k60v100", "gla", dict(B=1, T=5, H=2, K=60, V=100, gate="key", dtype=BF16)),
     ("gla-tcvec-fp16-t65-k100v60", "gla", dict(B=2, T=65, H=1, K=100, V=60, gate="key", dtype=F16)),
@@ -103,6 +104,13 @@ CASES = [
     ("gla-tcvec-varlen-fp16", "gla", dict(lens=[130, 0, 5], H=2, K=33, V=100, gate="key", dtype=F16)),
     ("gla-tcvec-strong-fp16-t200", "gla", dict(B=1, T=200, H=1, K=60, V=64, gate="strongkey", dtype=F16)),
     ("gla-tcvec-strong-bf16-k256v256", "gla", dict(B=1, T=130, H=1, K=256, V=256, gate="strongkey", dtype=BF16)),
+    ("gla-tcvec-bwd-fp16-t200-k60v100", "gla", dict(B=1, T=200, H=1, K=60, V=100, gate="key", dtype=F16, simt=True)),
+    ("gla-tcvec-bwd-bf16-t130-k256v40", "gla", dict(B=1, T=130, H=1, K=256, V=40, gate="key", dtype=BF16)),
+    ("gla-tcvec-bwd-bf16-t1-k100v60", "gla", dict(B=2, T=1, H=2, K=100, V=60, gate="key", dtype=BF16)),
+    ("gla-tcvec-bwd-varlen-strong-fp16", "gla", dict(lens=[0, 65, 1, 0, 130], H=1, K=60, V=100, gate="strongkey",
+                                                     dtype=F16, simt=True)),
+    ("gla-tcvec-bwd-strong-bf16-t200-k100v60", "gla", dict(B=1, T=200, H=2, K=100, V=60, gate="strongkey",
+                                                           dtype=BF16)),
     # fp16 states beyond 65504 (weak decay, large k and v): S_c needs the power-of-two range scaling. PyTorch's
     # fp16 recurrence overflows here, so test_gla_tcvec_fp16_states_beyond_fp16_range checks it instead.
     ("gla-tcvec-fp16-beyond-range", "gla", dict(B=1, T=300, H=1, K=16, V=16, gate="key", dtype=F16, big=True)),

@@ -252,7 +252,10 @@ def tc_grads(qkv, kw, h0, cu, do, dht, device, dtype=None, reference=False):
     leaves = {n: (t.to(dtype) if dtype is not None else t).to(device).detach().requires_grad_()
               for n, t in leaves.items()}
     cu_d = None if cu is None else cu.to(device)
-    if dtype is None and not reference:
+    if dtype is None and not reference and "g" in leaves and leaves["g"].dim() == 4:  # per-key gates: chunk_gla
+        o, ht = linattn.chunk_gla(leaves["q"], leaves["k"], leaves["v"], leaves["g"], initial_state=leaves["h0"],
+                                  output_final_state=True, cu_seqlens=cu_d)
+    elif dtype is None and not reference:
         o, ht = linattn.chunk_simple_gla(leaves["q"], leaves["k"], leaves["v"], leaves.get("g"),
                                          leaves.get("g_gamma"), initial_state=leaves["h0"],
                                          output_final_state=True, cu_seqlens=cu_d)
@@ -315,34 +318,26 @@ out = []
 for qkv, kw, h0, cu, do, dht in x:
     leaves = dict(zip(("q", "k", "v"), qkv), **kw, h0=h0)
     leaves = {n: t.cuda().requires_grad_() for n, t in leaves.items()}
-    o, ht = linattn.chunk_simple_gla(leaves["q"], leaves["k"], leaves["v"], leaves.get("g"), leaves.get("g_gamma"),
-                                     initial_state=leaves["h0"], output_final_state=True,
-                                     cu_seqlens=None if cu is None else cu.cuda())
+    cu = None if cu is None else cu.cuda()
+    if "g" in leaves and leaves["g"].dim() == 4:
+        o, ht = linattn.chunk_gla(leaves["q"], leaves["k"], leaves["v"], leaves["g"], initial_state=leaves["h0"],
+                                  output_final_state=True, cu_seqlens=cu)
+    else:
+        o, ht = linattn.chunk_simple_gla(leaves["q"], leaves["k"], leaves["v"], leaves.get("g"),
+                                         leaves.get("g_gamma"), initial_state=leaves["h0"], output_final_state=True,
+                                         cu_seqlens=cu)
     ((o.double() * do.cuda()).sum() + (ht.double() * dht.cuda()).sum()).backward()
     out.append({n: t.grad.cpu() for n, t in leaves.items()})
 torch.save(out, sys.argv[2])
 """
 
 
-def test_cuda_tc_backward_matches_simt_path(tmp_path):
+def _backward_matches_simt_path(tmp_path, cases):
+    """Every case's gradients from the glue's path (tensor cores) and from LINATTN_GLA_FORCE_SIMT=1 (a subprocess)
+    against float64 and against each other."""
     import os
     import subprocess
     import sys
-    lens = [0, 70, 1, 129]
-    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
-    cases = []
-    for dtype in TC_DTYPES:
-        for shape, gate in (((2, 130, 2, 60, 100), "g"), ((1, 65, 1, 256, 7), "g_gamma"),
-                            ((1, 77, 2, 7, 256), "none"), ((1, 200, 1, 128, 64), "g+g_gamma")):
-            qkv, kw, h0 = tc_inputs(*shape, dtype, gate)
-            B, T, H, K = qkv[0].shape
-            V = qkv[2].shape[-1]
-            cases.append((qkv, kw, h0, None, torch.randn(B, T, H, V, dtype=torch.float64),
-                          torch.randn(B, H, K, V, dtype=torch.float64)))
-        qkv, kw, _ = tc_inputs(1, sum(lens), 2, 33, 40, dtype, "g+g_gamma")
-        cases.append((qkv, kw, torch.randn(len(lens), 2, 33, 40), cu, torch.randn(1, sum(lens), 2, 40,
-                                                                                  dtype=torch.float64),
-                      torch.randn(len(lens), 2, 33, 40, dtype=torch.float64)))
     torch.save(cases, tmp_path / "in.pt")
     env = dict(os.environ, LINATTN_GLA_FORCE_SIMT="1", PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
     subprocess.run([sys.executable, "-c", _SIMT_BWD_SCRIPT, str(tmp_path / "in.pt"), str(tmp_path / "out.pt")],
@@ -358,9 +353,28 @@ def test_cuda_tc_backward_matches_simt_path(tmp_path):
             check(got[n], grads_simt[n].double(), same[n], f"d{n} (tensor cores vs SIMT)", factor=4.0)
 
 
+def test_cuda_tc_backward_matches_simt_path(tmp_path):
+    lens = [0, 70, 1, 129]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    cases = []
+    for dtype in TC_DTYPES:
+        for shape, gate in (((2, 130, 2, 60, 100), "g"), ((1, 65, 1, 256, 7), "g_gamma"),
+                            ((1, 77, 2, 7, 256), "none"), ((1, 200, 1, 128, 64), "g+g_gamma")):
+            qkv, kw, h0 = tc_inputs(*shape, dtype, gate)
+            B, T, H, K = qkv[0].shape
+            V = qkv[2].shape[-1]
+            cases.append((qkv, kw, h0, None, torch.randn(B, T, H, V, dtype=torch.float64),
+                          torch.randn(B, H, K, V, dtype=torch.float64)))
+        qkv, kw, _ = tc_inputs(1, sum(lens), 2, 33, 40, dtype, "g+g_gamma")
+        cases.append((qkv, kw, torch.randn(len(lens), 2, 33, 40), cu, torch.randn(1, sum(lens), 2, 40,
+                                                                                  dtype=torch.float64),
+                      torch.randn(len(lens), 2, 33, 40, dtype=torch.float64)))
+    _backward_matches_simt_path(tmp_path, cases)
+
+
 # ---------------------------------------------------------------------------------------------------------
-# Tensor-core forward for per-key (vector) gates (chunk_gla, fp16 / bf16); the backward of these inputs stays
-# on the SIMT kernels. LINATTN_GLA_FORCE_SIMT=1 (a subprocess) forces the SIMT forward for the comparison.
+# Tensor-core forward and backward for per-key (vector) gates (chunk_gla, fp16 / bf16). LINATTN_GLA_FORCE_SIMT=1 (a
+# subprocess) forces the SIMT kernels for the comparisons.
 
 VEC_SHAPES = [(2, 1, 2, 3, 3), (1, 5, 2, 60, 100), (2, 65, 1, 100, 60), (1, 130, 2, 3, 64), (1, 200, 1, 128, 128),
               (1, 65, 1, 256, 256), (2, 64, 2, 64, 64)]
@@ -464,9 +478,54 @@ def test_cuda_tc_gla_vector_gate_matches_simt_path(tmp_path):
             check(got, other.double(), same_prec, name + " (tensor cores vs SIMT)")
 
 
-def test_cuda_tc_gla_vector_gate_backward_stays_simt():
-    # The vector-gate backward recomputes its states (SIMT) and must agree with the float64 gradients
-    # whatever path the forward took.
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("shape", VEC_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cuda_tc_gla_vector_gate_backward_vs_reference(shape, dtype):
+    qkv, kw, h0 = vec_inputs(*shape, dtype)
+    tc_backward_check(qkv, kw, h0)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+def test_cuda_tc_gla_vector_gate_backward_varlen_empty_sequences(dtype):
+    lens = [0, 65, 1, 130, 0, 17, 64]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    qkv, kw, _ = vec_inputs(1, sum(lens), 2, 100, 60, dtype)
+    h0 = torch.randn(len(lens), 2, 100, 60)
+    got, _, dht = tc_backward_check(qkv, kw, h0, cu)
+    for n in (0, 4):  # an empty sequence passes dht straight through to dh0
+        torch.testing.assert_close(got["h0"][n], dht[n].float(), atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", TC_DTYPES)
+@pytest.mark.parametrize("K,V", [(64, 60), (256, 100)])
+def test_cuda_tc_gla_vector_gate_backward_strong_decay(dtype, K, V):
+    # per-key log gates down to -20 per token: dg is the small remainder of sums that cancel (see dk's hi + lo dS)
+    qkv, kw, h0 = vec_inputs(2, 300, 2, K, V, dtype, strong=True)
+    assert kw["g"].min() <= -15
+    tc_backward_check(qkv, kw, h0)
+
+
+def test_cuda_tc_gla_vector_gate_backward_matches_simt_path(tmp_path):
+    lens = [0, 70, 1, 129]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist())
+    cases = []
+    for dtype in TC_DTYPES:
+        for shape, strong in (((2, 130, 2, 60, 100), False), ((1, 65, 1, 256, 7), False), ((1, 300, 2, 7, 256), True)):
+            qkv, kw, h0 = vec_inputs(*shape, dtype, strong=strong)
+            B, T, H, K = qkv[0].shape
+            V = qkv[2].shape[-1]
+            cases.append((qkv, kw, h0, None, torch.randn(B, T, H, V, dtype=torch.float64),
+                          torch.randn(B, H, K, V, dtype=torch.float64)))
+        qkv, kw, _ = vec_inputs(1, sum(lens), 2, 33, 40, dtype)
+        cases.append((qkv, kw, torch.randn(len(lens), 2, 33, 40), cu, torch.randn(1, sum(lens), 2, 40,
+                                                                                  dtype=torch.float64),
+                      torch.randn(len(lens), 2, 33, 40, dtype=torch.float64)))
+    _backward_matches_simt_path(tmp_path, cases)
+
+
+def test_cuda_tc_gla_vector_gate_backward_without_final_state_gradient():
+    # No dht (the final state is not in the loss): the dS recurrence starts from zeros; the gradients must agree
+    # with float64 whatever path the forward took.
     qkv, kw, h0 = vec_inputs(1, 130, 2, 60, 40, torch.bfloat16)
     leaves = [t.cuda().requires_grad_() for t in (*qkv, kw["g"])]
     o, ht = linattn.chunk_gla(*leaves, initial_state=h0.cuda(), output_final_state=True)

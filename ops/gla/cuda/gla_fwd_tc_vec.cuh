@@ -86,10 +86,11 @@ __device__ __forceinline__ void vector_gate_cumsum(float* __restrict__ sg, const
 
 template <typename T>
 struct StateSmem {  // byte offsets into the realigned dynamic buffer
-  size_t k, v, stage, gate, red, launch_bytes;
-  __host__ __device__ StateSmem() {
+  size_t k, k_lo, v, stage, gate, red, launch_bytes;
+  __host__ __device__ explicit StateSmem(bool split_keys = false) {
     wt::SmemCarver c;
     k = c.take<T>(Tile<T>::kElems);         // decayed keys [64 rows x 64 key columns]
+    k_lo = split_keys ? c.take<T>(Tile<T>::kElems) : k;  // their rounding residue (kSplitKeys)
     v = c.take<T>(Tile<T>::kElems);         // values [64 rows x 64 value columns]
     stage = c.take<float>(F32Tile::kElems);  // the state tile between accumulators, decay and global memory
     gate = c.take<float>(kChunk * kLdg);
@@ -98,7 +99,11 @@ struct StateSmem {  // byte offsets into the realigned dynamic buffer
   }
 };
 
-template <typename T, int kTileK, bool kTrackMax>
+// The backward's states pass (gla_bwd_tc_vec.cuh) sets both flags. kFinalSlot: the state leaving the last chunk
+// also goes to the slot after the sequence's chunks, where the gate gradient's carry reads S_{c+1}. kSplitKeys: the
+// decayed keys enter as hi + lo 16-bit parts (one more product): that carry, sum_v dS * S_{c+1}, is added to
+// every row of its chunk, so one rounding of the keys would be weighted by the chunk length there.
+template <typename T, int kTileK, bool kTrackMax, bool kFinalSlot = false, bool kSplitKeys = false>
 __global__ void __launch_bounds__(kThreadsTc, 1)
     vec_state_kernel(const FwdParams p, float* __restrict__ states, float* __restrict__ tile_max) {
   static_assert(kTileK == kWarps * kFrag, "warp w owns key rows 16w .. 16w + 15 of the state tile");
@@ -108,8 +113,9 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   constexpr int kLd = Tile<T>::kLd, kLdf = F32Tile::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
-  const StateSmem<T> lay;
+  const StateSmem<T> lay(kSplitKeys);
   T* __restrict__ sk = reinterpret_cast<T*>(base + lay.k);
+  T* __restrict__ skl = reinterpret_cast<T*>(base + lay.k_lo);
   T* __restrict__ sv = reinterpret_cast<T*>(base + lay.v);
   float* __restrict__ stage = reinterpret_cast<float*>(base + lay.stage);
   float* __restrict__ sg = reinterpret_cast<float*>(base + lay.gate);
@@ -177,7 +183,9 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
           const int j = e / kTileK, d = e % kTileK;
           float x = 0.f;
           if (j < L && d < kcols) x = to_float(raw) * expf(sg[(kChunk - 1) * kLdg + d] - sg[j * kLdg + d]);
-          sk[j * kLd + d] = from_float<T>(x);
+          const T hi = from_float<T>(x);
+          sk[j * kLd + d] = hi;
+          if (kSplitKeys) skl[j * kLd + d] = from_float<T>(x - to_float(hi));
         });
     wt::load_rows_padded<kThreadsTc>(sv, kLd, vh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTile);
     __syncthreads();
@@ -194,28 +202,31 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
         wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
       }
       for (int jb = 0; jb < nrb; ++jb) {
-        typename Fr::ACol a;  // (decayed K)^T: a column-major view of the row-major key tile
+        typename Fr::ACol a, a_lo;  // (decayed K)^T: a column-major view of the row-major key tile
         wmma::load_matrix_sync(a, sk + jb * kFrag * kLd + warp * kFrag, kLd);
+        if (kSplitKeys) wmma::load_matrix_sync(a_lo, skl + jb * kFrag * kLd + warp * kFrag, kLd);
 #pragma unroll
         for (int cb = 0; cb < kTile / kFrag; ++cb) {
           if (cb < nvb) {
             typename Fr::BRow b;
             wmma::load_matrix_sync(b, sv + jb * kFrag * kLd + cb * kFrag, kLd);
             wmma::mma_sync(acc[cb], a, b, acc[cb]);
+            if (kSplitKeys) wmma::mma_sync(acc[cb], a_lo, b, acc[cb]);
           }
         }
       }
     }
   }
 
-  if (p.ht == nullptr) return;  // uniform over the block
+  if (!kFinalSlot && p.ht == nullptr) return;  // uniform over the block
   __syncthreads();  // the stage was last read before the final chunk's products
 #pragma unroll
   for (int cb = 0; cb < kTile / kFrag; ++cb) {
     wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
   }
   __syncthreads();
-  tc::stage_to_state(static_cast<float*>(p.ht) + nh * KV + tile_off, stage, V, kcols, vcols);
+  if (kFinalSlot) tc::stage_to_state(states + ((slot0 + nchunks) * H + h) * KV + tile_off, stage, V, kcols, vcols);
+  if (p.ht != nullptr) tc::stage_to_state(static_cast<float*>(p.ht) + nh * KV + tile_off, stage, V, kcols, vcols);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 #pragma once
-// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, plus tensor-core forwards for scalar and per-key gates
-// and a tensor-core backward for scalar gates;
-// fp32 accumulation everywhere). The glue (ops/gla/gla_cuda.cpp) fills the params, allocates the
+// Torch-free launchers of the GLA CUDA kernels (fp32 SIMT, plus tensor-core forwards and backwards for scalar and
+// per-key gates; fp32 accumulation everywhere). The glue (ops/gla/gla_cuda.cpp) fills the params, allocates the
 // workspaces and picks the dtype and the path.
 //
 // Every launcher is asynchronous on `stream`, performs no device->host synchronisation and throws
@@ -71,7 +70,7 @@ void chunk_forward_tc(const FwdParams& p, float* workspace, cudaStream_t stream)
 
 // Tensor-core chunked forward (ops/gla/cuda/gla_fwd_tc_vec.cuh) for fp16 / bf16 inputs with per-key (vector)
 // log gates (p.g_k_stride != 0, chunk_gla). Same outputs as chunk_forward; its workspace has the size and
-// layout of chunk_forward_tc's (chunk_forward_tc_workspace_floats). The backward of these inputs stays SIMT.
+// layout of chunk_forward_tc's (chunk_forward_tc_workspace_floats). Its backward: chunk_backward_tc_vec.
 inline bool tc_vec_forward_supported(DType d, const FwdParams& p) {
   return d != DType::kFloat32 && p.g != nullptr && p.g_k_stride != 0;
 }
@@ -109,6 +108,21 @@ inline TcBwdWorkspaceLayout chunk_backward_tc_workspace(const BwdParams& p) {
 
 template <DType D>
 void chunk_backward_tc(const BwdParams& p, float* workspace, cudaStream_t stream);
+
+// Tensor-core chunked backward (ops/gla/cuda/gla_bwd_tc_vec.cuh) for the inputs of the per-key-gate tensor-core
+// forward (fp16 / bf16, p.g_k_stride != 0). Same outputs as chunk_backward (dq, dk, dv, dg per key, dh0).
+inline bool tc_vec_backward_supported(DType d, const FwdParams& p) { return tc_vec_forward_supported(d, p); }
+
+// Its workspace: the regions of chunk_backward_tc_workspace without the dg partials (dg is per key, written once
+// by the (chunk, K tile) that owns it).
+inline TcBwdWorkspaceLayout chunk_backward_tc_vec_workspace(const BwdParams& p) {
+  BwdParams no_partials = p;
+  no_partials.dg = nullptr;
+  return chunk_backward_tc_workspace(no_partials);
+}
+
+template <DType D>
+void chunk_backward_tc_vec(const BwdParams& p, float* workspace, cudaStream_t stream);
 
 // Step-by-step recurrence (fused_recurrent_*), meant for decoding: reads h0 once, writes ht once.
 template <DType D>

@@ -107,8 +107,8 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
   return {o, ht};
 }
 
-// The glue's choice of backward: the tensor-core kernels for the inputs the tensor-core forward takes, unless
-// force_simt.
+// The glue's choice of backward: the tensor-core kernels (scalar / no gate, or per-key gates) for the inputs the
+// tensor-core forwards take, unless force_simt.
 template <gpu::DType D>
 void chunk_backward(const linattn::gla::BwdParams& p, Fence& fence, bool force_simt) {
 #if __has_include("ops/gla/cuda/gla_bwd_tc.cuh")
@@ -117,6 +117,16 @@ void chunk_backward(const linattn::gla::BwdParams& p, Fence& fence, bool force_s
       const at::Tensor ws =
           fence.empty({gpu::chunk_backward_tc_workspace(p).total}, at::kFloat, "tc backward workspace");
       gpu::chunk_backward_tc<D>(p, ws.data_ptr<float>(), nullptr);
+      return;
+    }
+  }
+#endif
+#if __has_include("ops/gla/cuda/gla_bwd_tc_vec.cuh")
+  if constexpr (D != gpu::DType::kFloat32) {
+    if (gpu::tc_vec_backward_supported(D, p) && !force_simt) {
+      const at::Tensor ws =
+          fence.empty({gpu::chunk_backward_tc_vec_workspace(p).total}, at::kFloat, "tc vec backward workspace");
+      gpu::chunk_backward_tc_vec<D>(p, ws.data_ptr<float>(), nullptr);
       return;
     }
   }
