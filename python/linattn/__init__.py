@@ -12,7 +12,14 @@ from .ops.delta_rule import (
     fused_recurrent_delta_rule,
     fused_recurrent_gated_delta_rule,
 )
-from .ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
+from .ops.gla import (
+    chunk_gla,
+    chunk_lightning_attn,
+    chunk_simple_gla,
+    fused_recurrent_gla,
+    fused_recurrent_lightning_attn,
+    fused_recurrent_simple_gla,
+)
 from .ops.liger import liger_attention, liger_gate
 from .ops.lolcats import attention_transfer_loss, hedgehog_feature_map, lolcats_attention
 from .ops.mom import mom_combine, mom_dispatch, mom_route
@@ -30,8 +37,10 @@ __all__ = [
     "fused_recurrent_delta_rule",
     "fused_recurrent_gated_delta_rule",
     "chunk_gla",
+    "chunk_lightning_attn",
     "chunk_simple_gla",
     "fused_recurrent_gla",
+    "fused_recurrent_lightning_attn",
     "fused_recurrent_simple_gla",
     "has_cuda_kernels",
     "hedgehog_feature_map",

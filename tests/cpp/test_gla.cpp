@@ -103,6 +103,25 @@ TEST(SimpleGla, ScalarGateAndGammaMatchExpandedGate) {
   expect_close(o2, ro, 1e-10, "recurrent o");
 }
 
+TEST(LightningAttn, SimpleGlaWithTheLayerDecay) {
+  torch::manual_seed(15);
+  const int64_t H = 4, layer = 2, layers = 6;
+  const auto in = make_inputs(2, 70, H, 6, 5);
+  // head h decays by -8 h / H (1 - layer / layers) per step, written out here from fla 0.5's definition
+  std::vector<double> rates;
+  for (int64_t h = 0; h < H; ++h) rates.push_back(-8.0 * h / H * (1.0 - double(layer) / layers));
+  const torch::Tensor expanded =
+      torch::tensor(rates, torch::kFloat64).view({1, 1, H, 1}).expand({2, 70, H, 6});
+  auto [ro, rh] = reference(in.q, in.k, in.v, expanded, 1.0 / std::sqrt(6.0), in.h0);
+  auto [o, ht] = linattn::chunk_lightning_attn(in.q, in.k, in.v, layer, layers, std::nullopt, in.h0, true);
+  expect_close(o, ro, 1e-10, "chunk o");
+  expect_close(ht, rh, 1e-10, "chunk final_state");
+  auto [o2, h2] = linattn::fused_recurrent_lightning_attn(in.q, in.k, in.v, layer, layers, std::nullopt, in.h0, true);
+  expect_close(o2, ro, 1e-10, "recurrent o");
+  expect_close(h2, rh, 1e-10, "recurrent final_state");
+  EXPECT_THROW(linattn::chunk_lightning_attn(in.q, in.k, in.v, 7, layers), c10::Error);
+}
+
 TEST(FusedRecurrentGla, VarlenMatchesPerSequence) {
   torch::manual_seed(14);
   const auto in = make_inputs(1, 50, 2, 6, 3);

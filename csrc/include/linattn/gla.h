@@ -45,4 +45,20 @@ LINATTN_API std::tuple<at::Tensor, at::Tensor> fused_recurrent_simple_gla(
     const std::optional<at::Tensor>& initial_state = std::nullopt, bool output_final_state = false,
     const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
 
+// Lightning attention (fla's chunk_lightning_attn / fused_recurrent_lightning_attn): simple GLA with the constant
+// per-head log decay lightning_attn_decay(H, layer_idx, num_layers) = -8 h / H * (1 - layer_idx / num_layers)
+// for head h (head 0 does not decay). num_layers >= 1 and 0 <= layer_idx <= num_layers.
+LINATTN_API at::Tensor lightning_attn_decay(int64_t num_heads, int64_t layer_idx, int64_t num_layers,
+                                            const at::TensorOptions& options);
+
+LINATTN_API std::tuple<at::Tensor, at::Tensor> chunk_lightning_attn(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t layer_idx, int64_t num_layers,
+    std::optional<double> scale = std::nullopt, const std::optional<at::Tensor>& initial_state = std::nullopt,
+    bool output_final_state = false, const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+LINATTN_API std::tuple<at::Tensor, at::Tensor> fused_recurrent_lightning_attn(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t layer_idx, int64_t num_layers,
+    std::optional<double> scale = std::nullopt, const std::optional<at::Tensor>& initial_state = std::nullopt,
+    bool output_final_state = false, const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
 }  // namespace linattn
