@@ -81,15 +81,15 @@ void check_inplace_state(const char* op, const at::Tensor& q, const at::Tensor& 
 
 Inputs prepare_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const OptTensor& g, const at::Tensor& beta, const OptTensor& initial_state,
-                      const OptTensor& cu_seqlens) {
-  const auto dt = state_dtype(q);
+                      const OptTensor& cu_seqlens, bool keep_gate_dtype) {
+  const auto dt = keep_gate_dtype ? q.scalar_type() : state_dtype(q);
   Inputs in;
   in.q = q.contiguous();
   in.k = k.contiguous();
   in.v = v.contiguous();
   in.beta = beta.to(dt).contiguous();
   if (g.has_value()) in.g = g->to(dt).contiguous();
-  if (initial_state.has_value()) in.h0 = initial_state->to(dt).contiguous();
+  if (initial_state.has_value()) in.h0 = initial_state->to(state_dtype(q)).contiguous();
   in.cu_seqlens = prepare_cu_seqlens(cu_seqlens, q.size(1), op);
   return in;
 }

@@ -32,16 +32,27 @@ Pair alloc_outputs(const at::Tensor& q, const at::Tensor& v, const OptTensor& cu
 struct Inputs {
   at::Tensor q, k, v, g, beta, h0, cu_seqlens;
 };
+// keep_gate_dtype: beta and g stay in the dtype they came in (see recurrent_gates_in_input_dtype).
 Inputs prepare_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const OptTensor& g, const at::Tensor& beta, const OptTensor& initial_state,
-                      const OptTensor& cu_seqlens);
+                      const OptTensor& cu_seqlens, bool keep_gate_dtype = false);
+
+// Whether a recurrent kernel that can read beta and g in the input dtype (FwdParams::gates_in_input_dtype)
+// should: both already in q's 16-bit dtype, where converting them to fp32 first would cost a launch per
+// decoding step. fp32 / fp64 inputs need no conversion anyway; mixed dtypes are converted as before.
+inline bool recurrent_gates_in_input_dtype(const at::Tensor& q, const at::Tensor& beta, const OptTensor& g) {
+  const at::ScalarType dt = q.scalar_type();
+  return (dt == at::kHalf || dt == at::kBFloat16) && beta.scalar_type() == dt &&
+         (!g.has_value() || g->scalar_type() == dt);
+}
 FwdParams make_fwd_params(const Inputs& in, const at::Tensor& o, const at::Tensor& ht, double scale);
 
 double resolve_scale(std::optional<double> scale, const at::Tensor& q);
 
 // A backend: static check_dtype(op, q), forward(FwdParams, dtype, recurrent), backward(BwdParams, dtype), and
 // kRecurrentL2InKernel: its recurrent kernel normalises q and k itself (FwdParams::l2norm_qk), which saves a
-// decoding step the ATen normalisation's launches.
+// decoding step the ATen normalisation's launches; kRecurrentGatesInInputDtype: its recurrent kernel reads beta and
+// g in the input dtype (FwdParams::gates_in_input_dtype).
 template <class Backend>
 Pair run_forward(const char* op, bool recurrent, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                  const OptTensor& g, const at::Tensor& beta, std::optional<double> scale,
@@ -51,12 +62,14 @@ Pair run_forward(const char* op, bool recurrent, const at::Tensor& q, const at::
   Backend::check_dtype(op, q);
   const bool in_kernel = use_qk_l2norm && recurrent && Backend::kRecurrentL2InKernel;
   const bool in_aten = use_qk_l2norm && !in_kernel;
+  const bool raw_gates = recurrent && Backend::kRecurrentGatesInInputDtype && recurrent_gates_in_input_dtype(q, beta, g);
   const Inputs in = prepare_inputs(op, in_aten ? l2norm(q) : q, in_aten ? l2norm(k) : k, v, g, beta, initial_state,
-                                   cu_seqlens);
+                                   cu_seqlens, raw_gates);
   auto [o, ht] = alloc_outputs(q, v, cu_seqlens, output_final_state);
   if (q.numel() > 0 || ht.numel() > 0) {
     FwdParams p = make_fwd_params(in, o, ht, resolve_scale(scale, q));
     p.l2norm_qk = in_kernel;
+    p.gates_in_input_dtype = raw_gates;
     Backend::forward(p, q.scalar_type(), recurrent);
   }
   return {o, ht};
@@ -73,13 +86,15 @@ at::Tensor run_recurrent_inplace(const char* op, const at::Tensor& q, const at::
   check_inplace_state(op, q, state);
   Backend::check_dtype(op, q);
   const bool in_aten = use_qk_l2norm && !Backend::kRecurrentL2InKernel;
+  const bool raw_gates = Backend::kRecurrentGatesInInputDtype && recurrent_gates_in_input_dtype(q, beta, g);
   const Inputs in = prepare_inputs(op, in_aten ? l2norm(q) : q, in_aten ? l2norm(k) : k, v, g, beta, state,
-                                   cu_seqlens);
+                                   cu_seqlens, raw_gates);
   TORCH_INTERNAL_ASSERT(in.h0.data_ptr() == state.data_ptr(), op, ": the state was copied");
   at::Tensor o = std::get<0>(alloc_outputs(q, v, cu_seqlens, false));
   at::Tensor ht = state;
   FwdParams p = make_fwd_params(in, o, ht, resolve_scale(scale, q));
   p.l2norm_qk = use_qk_l2norm && Backend::kRecurrentL2InKernel;
+  p.gates_in_input_dtype = raw_gates;
   Backend::forward(p, q.scalar_type(), /*recurrent=*/true);
   return o;
 }

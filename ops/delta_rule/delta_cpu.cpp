@@ -11,6 +11,7 @@ namespace {
 
 struct CpuBackend {
   static constexpr bool kRecurrentL2InKernel = false;  // ATen normalises q and k first
+  static constexpr bool kRecurrentGatesInInputDtype = false;  // float32 / float64 only: nothing to convert
   static void check_dtype(const char* op, const at::Tensor& q) { check_cpu_dtype(op, q); }
   static void forward(const FwdParams& p, at::ScalarType dtype, bool recurrent) {
     AT_DISPATCH_FLOATING_TYPES(dtype, "delta_rule_forward_cpu", [&] {

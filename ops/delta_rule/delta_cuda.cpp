@@ -137,6 +137,7 @@ void launch_forward(const FwdParams& p, at::ScalarType dtype, bool recurrent, cu
 
 struct CudaBackend {
   static constexpr bool kRecurrentL2InKernel = true;  // recurrent_fwd_kernel normalises q and k per token
+  static constexpr bool kRecurrentGatesInInputDtype = true;  // and reads beta, g in fp16 / bf16
   static void check_dtype(const char* op, const at::Tensor& q) {
     const at::ScalarType dt = q.scalar_type();
     TORCH_CHECK(dt != at::kDouble, op,

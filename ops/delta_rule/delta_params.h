@@ -27,6 +27,8 @@ struct FwdParams {
   double scale = 1.0;       // multiplies q
   bool l2norm_qk = false;   // recurrent CUDA kernel only: q and k arrive raw and the kernel L2-normalises them
                             // per token in fp32, x / sqrt(|x|^2 + 1e-6) (one launch per decoding step)
+  bool gates_in_input_dtype = false;  // recurrent CUDA kernel only: beta and g are in the input dtype, as the
+                                      // caller passed them, and are widened per token (no conversion launch)
 };
 
 struct BwdParams : FwdParams {

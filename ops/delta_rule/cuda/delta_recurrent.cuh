@@ -49,8 +49,10 @@ __global__ void __launch_bounds__(kRecThreads) recurrent_fwd_kernel(const FwdPar
   const T* __restrict__ kh = static_cast<const T*>(p.k) + h * K;
   const T* __restrict__ vh = static_cast<const T*>(p.v) + hv * V + v0;
   T* __restrict__ oh = static_cast<T*>(p.o) + hv * V + v0;
-  const float* __restrict__ beta = static_cast<const float*>(p.beta);
-  const float* __restrict__ g = static_cast<const float*>(p.g);
+  // beta and g: fp32, or the input dtype with p.gates_in_input_dtype (one thread reads them per step)
+  const auto gate_at = [&](const void* base, int64_t i) {
+    return p.gates_in_input_dtype ? to_float(static_cast<const T*>(base)[i]) : static_cast<const float*>(base)[i];
+  };
 
   for (int64_t t = 0; t < seq.len; ++t) {
     const int64_t tok = seq.bos + t;
@@ -62,8 +64,8 @@ __global__ void __launch_bounds__(kRecThreads) recurrent_fwd_kernel(const FwdPar
     }
     if (tid < kBV) sv[buf][tid] = tid < vcols ? to_float(vh[tok * v_tok + tid]) : 0.f;
     if (tid == 0) {
-      sscal[buf][0] = beta[tok * HV + hv];
-      sscal[buf][1] = g != nullptr ? expf(g[tok * HV + hv]) : 1.f;
+      sscal[buf][0] = gate_at(p.beta, tok * HV + hv);
+      sscal[buf][1] = p.g != nullptr ? expf(gate_at(p.g, tok * HV + hv)) : 1.f;
     }
     __syncthreads();
     float pk = 0.f, pq = 0.f, pqk = 0.f, pqq = 0.f, pkk = 0.f;

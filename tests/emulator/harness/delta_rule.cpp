@@ -19,13 +19,23 @@ struct DeltaCall {
   linattn::delta::FwdParams p;
 };
 
+// The glue's recurrent_gates_in_input_dtype (ops/delta_rule/delta_common.h, not part of the kernel sources).
+bool gates_in_input_dtype(const at::Tensor& q, const at::Tensor& beta, const OptTensor& g) {
+  const at::ScalarType dt = q.scalar_type();
+  return (dt == at::kHalf || dt == at::kBFloat16) && beta.scalar_type() == dt &&
+         (!g.has_value() || g->scalar_type() == dt);
+}
+
+// raw_gates: beta and g keep their dtype (the recurrent kernel's FwdParams::gates_in_input_dtype), as the glue's
+// decoding path passes them when recurrent_gates_in_input_dtype holds.
 void setup(DeltaCall& c, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
-           const at::Tensor& beta, double scale, const OptTensor& h0, const OptTensor& cu) {
+           const at::Tensor& beta, double scale, const OptTensor& h0, const OptTensor& cu, bool raw_gates = false) {
   c.q = c.fence.copy(q, "q");
   c.k = c.fence.copy(k, "k");
   c.v = c.fence.copy(v, "v");
-  c.beta = c.fence.copy(beta, at::kFloat, "beta");
-  if (g.has_value()) c.g = c.fence.copy(*g, at::kFloat, "g");
+  const at::ScalarType gate_dtype = raw_gates ? q.scalar_type() : at::kFloat;
+  c.beta = c.fence.copy(beta, gate_dtype, "beta");
+  if (g.has_value()) c.g = c.fence.copy(*g, gate_dtype, "g");
   if (h0.has_value()) c.h0 = c.fence.copy(*h0, at::kFloat, "h0");
   if (cu.has_value()) c.cu = c.fence.copy(*cu, "cu_seqlens");
   auto& p = c.p;
@@ -44,6 +54,7 @@ void setup(DeltaCall& c, const at::Tensor& q, const at::Tensor& k, const at::Ten
   p.dim_k = q.size(3);
   p.dim_v = v.size(3);
   p.scale = scale;
+  p.gates_in_input_dtype = raw_gates;
 }
 
 // The glue's choice of chunked forward: fp16 / bf16 run on tensor cores unless LINATTN_DELTA_FORCE_SIMT=1
@@ -95,7 +106,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
                                            const OptTensor& h0, const OptTensor& cu, bool recurrent, bool final_state,
                                            bool force_simt) {
   DeltaCall c;
-  setup(c, q, k, v, g, beta, scale, h0, cu);
+  setup(c, q, k, v, g, beta, scale, h0, cu, recurrent && gates_in_input_dtype(q, beta, g));
   at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
   at::Tensor ht = final_state ? c.fence.empty({c.p.num_seqs, v.size(2), q.size(3), v.size(3)}, at::kFloat, "ht")
                               : at::empty({0}, at::kFloat);
@@ -121,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor> recurrent_inplace(const at::Tensor& q, const 
                                                      const OptTensor& g, const at::Tensor& beta, double scale,
                                                      const at::Tensor& state, const OptTensor& cu, bool l2norm_qk) {
   DeltaCall c;
-  setup(c, q, k, v, g, beta, scale, state, cu);
+  setup(c, q, k, v, g, beta, scale, state, cu, gates_in_input_dtype(q, beta, g));
   c.p.l2norm_qk = l2norm_qk;
   at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
   c.p.o = o.data_ptr();
