@@ -8,6 +8,8 @@
 #   bash benchmarks/run_gpu.sh test [pytest args]   # one pytest per file (CUDA files first), logs in $OUT
 #   bash benchmarks/run_gpu.sh diagnose        # native backtrace of bad-input calls (benchmarks/diagnose_errors.py)
 #   bash benchmarks/run_gpu.sh profile [args]  # per-kernel CUDA times of each chunked op (profile_ops.py)
+#   bash benchmarks/run_gpu.sh ncu [ops]       # Nsight Compute speed-of-light, occupancy, launch stats of the
+#                                              # linattn kernels of one fwd+bwd per op ($OUT/ncu-<op>.txt)
 #   bash benchmarks/run_gpu.sh sanitize        # memcheck, racecheck, synccheck on benchmarks/sanitize.py
 #   bash benchmarks/run_gpu.sh bench-chunked [bench_gpu.py args]   # ceilings + chunked ops vs fla / SDPA
 #   bash benchmarks/run_gpu.sh bench-rest [bench_gpu.py args]      # decode, swa, lolcats, liger, mom
@@ -117,6 +119,22 @@ diagnose() {
     --args "$PY" "$ROOT/benchmarks/diagnose_errors.py") 2>&1 | grep -v "^\[New Thread\|^\[Thread .* exited" | tail -80
 }
 
+ncu_kernels() {
+  # Why a kernel is slow (memory / compute throughput as % of peak, achieved vs theoretical occupancy, registers,
+  # shared memory, waves), for the kernels of one forward + backward of each op; NCU_LAUNCHES per op (12).
+  local ops=${1:-chunk_gla,chunk_simple_gla,chunk_gated_delta_rule,sliding_window_attention} op dest
+  for op in ${ops//,/ }; do
+    dest=${OUT:-$ROOT/build}/ncu-$op.txt
+    note "ncu $op -> $dest"
+    timeout "${NCU_TIMEOUT:-240}" ncu --kernel-name regex:linattn --launch-count "${NCU_LAUNCHES:-12}" \
+      --section SpeedOfLight --section Occupancy --section LaunchStats --section MemoryWorkloadAnalysis \
+      "$PY" benchmarks/profile_ops.py --ops "$op" --iters 1 --warmup 0 --no-profiler --shape "${NCU_SHAPE:-8,2048,16,128}" \
+      > "$dest" 2>&1 || fail "ncu $op"
+    grep -E "^  [a-z_:]+.*linattn|Duration|Memory Throughput|Compute \(SM\) Throughput|Achieved Occupancy|Registers Per|Theoretical Occupancy" \
+      "$dest" | cut -c1-160 | head -80
+  done
+}
+
 sanitize() {
   local filter=() tool
   local kernels=${SANITIZE_KERNELS-kns=linattn}
@@ -153,6 +171,7 @@ case $step in
   ensure) ensure ;;
   diagnose) ensure && diagnose ;;
   profile) ensure && "$PY" benchmarks/profile_ops.py "$@" ;;
+  ncu) ensure && ncu_kernels "$@" ;;
   test) ensure && run_tests "$@" ;;
   sanitize) ensure && sanitize ;;
   bench-chunked) ensure && install_wheels; bench --sections chunked "$@" ;;
@@ -162,6 +181,6 @@ case $step in
     build || exit 1
     run_tests; sanitize; install_wheels
     bench --sections chunked; bench --sections decode,swa,lolcats,liger,mom ;;
-  *) echo "usage: $0 build|ensure|test|diagnose|profile|sanitize|bench-chunked|bench-rest|bench|all [args]" >&2; exit 2 ;;
+  *) echo "usage: $0 build|ensure|test|diagnose|profile|ncu|sanitize|bench-chunked|bench-rest|bench|all [args]" >&2; exit 2 ;;
 esac
 exit $status
