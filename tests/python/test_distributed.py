@@ -87,3 +87,28 @@ def test_sequence_parallel_equals_single_process(name, world, tmp_path):
 def test_rejects_unsupported_op():
     with pytest.raises(ValueError, match="sequence_parallel supports"):
         sequence_parallel(linattn.fused_recurrent_gla, *[torch.zeros(1, 2, 1, 2)] * 3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or not dist.is_nccl_available(), reason="needs CUDA and NCCL")
+@pytest.mark.parametrize("name", OPS)
+def test_nccl_world_size_one_equals_the_op(name):
+    # The NCCL path (CUDA tensors in the all-gathers) in one process: the all-gathers hand back this rank's own
+    # state, so the result must equal the op on the whole sequence, gradients included.
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        tensors, h0, do, dht = make_inputs(name, 150, 99)
+        cuda = [t.float().cuda() for t in tensors]
+        h0, do, dht = h0.float().cuda(), do.float().cuda(), dht.float().cuda()
+        results = []
+        for wrapped in (True, False):
+            ins = [t.clone().requires_grad_() for t in cuda]
+            h0r = h0.clone().requires_grad_()
+            fn = getattr(linattn, name)
+            o, ht = (sequence_parallel(fn, *ins, initial_state=h0r, output_final_state=True) if wrapped
+                     else fn(*ins, initial_state=h0r, output_final_state=True))
+            ((o * do).sum() + (ht * dht).sum()).backward()
+            results.append([o.detach(), ht.detach(), h0r.grad] + [t.grad for t in ins])
+        for got, want in zip(*results):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    finally:
+        dist.destroy_process_group()
