@@ -25,6 +25,18 @@ def _result(out, output_final_state: bool) -> Tuple[torch.Tensor, Optional[torch
     return o, (final_state if output_final_state else None)
 
 
+def _recurrent(run, q, k, v, g, initial_state, output_final_state, cu_seqlens, reverse, state_v_first):
+    """run(q, k, v, g, h0) calls a recurrent op; fla's reverse and state_v_first wrap it."""
+    h0 = fla.state_in(initial_state, state_v_first)
+    if reverse:
+        index = fla.reversed_tokens(cu_seqlens, q.shape[1], q.device)
+        q, k, v, g = fla.reverse_time((q, k, v, g), index)
+    o, ht = _result(run(q, k, v, g, h0), output_final_state)
+    if reverse:
+        o = o.index_select(1, index)
+    return o, fla.state_out(ht, state_v_first)
+
+
 def chunk_gla(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -68,15 +80,9 @@ def fused_recurrent_gla(
     fla.check_extra_kwargs("fused_recurrent_gla", kwargs, chunked=False)
     fla.refuse("fused_recurrent_gla", gv=gv)
     cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "fused_recurrent_gla")
-    h0 = fla.state_in(initial_state, state_v_first)
-    if reverse:
-        index = fla.reversed_tokens(cu_seqlens, q.shape[1], q.device)
-        q, k, v, gk = fla.reverse_time((q, k, v, gk), index)
-    o, ht = _result(_ops.fused_recurrent_gla(q, k, v, gk, scale, h0, output_final_state, cu_seqlens),
-                    output_final_state)
-    if reverse:
-        o = o.index_select(1, index)
-    return o, fla.state_out(ht, state_v_first)
+    return _recurrent(lambda q, k, v, g, h0: _ops.fused_recurrent_gla(q, k, v, g, scale, h0, output_final_state,
+                                                                      cu_seqlens),
+                      q, k, v, gk, initial_state, output_final_state, cu_seqlens, reverse, state_v_first)
 
 
 def chunk_simple_gla(
@@ -123,15 +129,9 @@ def fused_recurrent_simple_gla(
     from its last token to its first)."""
     fla.check_extra_kwargs("fused_recurrent_simple_gla", kwargs, chunked=False)
     cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "fused_recurrent_simple_gla")
-    h0 = fla.state_in(initial_state, state_v_first)
-    if reverse:
-        index = fla.reversed_tokens(cu_seqlens, q.shape[1], q.device)
-        q, k, v, g = fla.reverse_time((q, k, v, g), index)
-    o, ht = _result(_ops.fused_recurrent_simple_gla(q, k, v, g, g_gamma, scale, h0, output_final_state, cu_seqlens),
-                    output_final_state)
-    if reverse:
-        o = o.index_select(1, index)
-    return o, fla.state_out(ht, state_v_first)
+    return _recurrent(lambda q, k, v, g, h0: _ops.fused_recurrent_simple_gla(q, k, v, g, g_gamma, scale, h0,
+                                                                             output_final_state, cu_seqlens),
+                      q, k, v, g, initial_state, output_final_state, cu_seqlens, reverse, state_v_first)
 
 
 def chunk_lightning_attn(
