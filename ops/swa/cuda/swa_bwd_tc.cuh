@@ -160,7 +160,8 @@ __global__ void __launch_bounds__(kThreads, 1) swa_bwd_tc_kernel(const Params p,
   // Loads the query-side rows q0 .. q0 + qr - 1 (q, do, lse, delta), zero / neutral past qr.
   auto load_queries = [&](int64_t q0, int qr) {
     wt::load_rows_padded<kThreads>(sq, ldq, qh + (t.bos + q0) * p.qk_tok_stride, p.qk_tok_stride, qr, K, kBr, kp);
-    wt::load_rows_padded<kThreads>(sdo, ldv, doh + (t.bos + q0) * p.v_tok_stride, p.v_tok_stride, qr, V, kBr, vp);
+    wt::load_rows_padded<kThreads>(sdo, ldv, doh + (t.bos + q0) * p.v_tok_stride, p.v_tok_stride, qr, V, kBr, vp,
+                                   static_cast<float>(p.do_scale));
     for (int e = threadIdx.x; e < kBr; e += kThreads) {
       slse[e] = e < qr ? lse[(t.bos + q0 + e) * H + h] : 0.f;
       sdl[e] = e < qr ? delta[(t.bos + q0 + e) * H + h] : 0.f;
@@ -287,11 +288,11 @@ void backward_tc(const Params& p, float* delta_ws, cudaStream_t stream) {
   using T = typename StorageOf<D>::type;
   const int64_t rows = p.batch * p.seqlen * p.heads;
   if (rows == 0 || p.heads == 0) return;
-  // delta_i = do_i . o_i (o and do are contiguous [B*T, H, V]: row (token, head) at (token * H + head) * V).
+  // delta_i = do_scale do_i . o_i (o and do are contiguous [B*T, H, V]: row (token, head) at (token * H + head) * V).
   constexpr int kRowWarps = simt::kThreads / 32;
   simt::row_dot_kernel<T><<<static_cast<unsigned>(ceil_div(rows, kRowWarps)), simt::kThreads, 0, stream>>>(
-      static_cast<const T*>(p.do_), static_cast<const T*>(p.o), nullptr, 1.f, rows, static_cast<int>(p.dim_v),
-      delta_ws);
+      static_cast<const T*>(p.do_), static_cast<const T*>(p.o), nullptr, static_cast<float>(p.do_scale), rows,
+      static_cast<int>(p.dim_v), delta_ws);
   LINATTN_CHECK_LAUNCH();
   const int kp = tcb::wt::round_up_frag(p.dim_k), vp = tcb::wt::round_up_frag(p.dim_v);
   // The dk / dv CTA is the larger of the two (two fp32 accumulators): it decides the tile for both.
