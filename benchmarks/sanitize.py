@@ -2,7 +2,7 @@
 sliding-window, LoLCATs and MoM dispatch / combine op forward and backward at odd sizes, varlen with empty
 sequences, initial states, grouped value heads, windows shorter and longer than a tile, fp32/fp16/bf16, and the
 tensor-core chunk_simple_gla forward and backward, chunk_gla forward (per-key gates), sliding-window forward and
-chunk_(gated_)delta_rule forward and backward states pass (fp16/bf16)."""
+chunk_(gated_)delta_rule forward and backward states pass (fp16/bf16), and liger_attention's fused path."""
 import torch
 import torch.nn.functional as F
 
@@ -128,6 +128,23 @@ def tensor_core_swa_workload(dev, dtype):
         linattn.sliding_window_attention(q, k, v, w, cu_seqlens=cu_seqlens).float().sum().backward()
 
 
+def liger_workload(dev, dtype):
+    """liger_attention's fused CUDA path (feature-map softmax pair kernels, the GLA forward mixing the window
+    output into its output write, do_scale in the GLA and window backwards): per-key and per-head gates, odd and
+    the largest head dims, T = 1, initial and final states with their gradients, weights other than 0.5."""
+    for (B, T, H, D, V), gate, w in (((1, 130, 2, 60, 100), "key", 17), ((2, 70, 1, 256, 256), "scalar", 64),
+                                     ((3, 1, 2, 5, 3), "key", 1), ((1, 65, 3, 33, 7), "scalar", 1000)):
+        q, k, q_rot, k_rot = (torch.randn(B, T, H, D, device=dev, dtype=dtype) for _ in range(4))
+        v = torch.randn(B, T, H, V, device=dev, dtype=dtype)
+        g = (F.logsigmoid(torch.randn((B, T, H, D) if gate == "key" else (B, T, H), device=dev)) / 16).to(dtype)
+        h0 = torch.randn(B, H, D, V, device=dev)
+        leaves = [t.requires_grad_() for t in (q, k, v, g, q_rot, k_rot, h0)]
+        o, ht = linattn.liger_attention(*leaves[:6], window_size=w, initial_state=h0, output_final_state=True,
+                                        softmax_weight=0.3, linear_weight=0.8)
+        (o.float().sum() + ht.sum()).backward()
+        assert all(torch.isfinite(t.grad).all() for t in leaves)
+
+
 def mom_workload(dev, dtype):
     """MoM dispatch / combine forward and backward: several CTAs with several chunks, batch boundaries inside a
     chunk, empty memories, a memory listed twice by one token, T = 1, bf16 weights."""
@@ -168,6 +185,7 @@ def main():
         tensor_core_gla_vector_workload(dev, dtype)
         tensor_core_delta_workload(dev, dtype)
         tensor_core_swa_workload(dev, dtype)
+        liger_workload(dev, dtype)
         mom_workload(dev, dtype)
     torch.cuda.synchronize()
     print("sanitize workload done")

@@ -113,11 +113,24 @@ TORCH_LIBRARY(linattn, m) {
 
   // ---- Liger (ops/liger) ----
   m.def("liger_gate(Tensor k, int? out_dim=None, float divisor=16.0) -> Tensor", tags);
-  // Returns (o, final GLA state; an empty tensor unless output_final_state).
+  // Returns (o, final GLA state; an empty tensor unless output_final_state). g is [B,T,H,D] (per key) or [B,T,H].
   m.def(
       "liger_attention(Tensor q, Tensor k, Tensor v, Tensor g, Tensor q_rot, Tensor k_rot, int window_size=64, "
       "Tensor? initial_state=None, bool output_final_state=False, float softmax_weight=0.5, "
       "float linear_weight=0.5) -> (Tensor, Tensor)",
+      tags);
+  // (o, final state, o_win, lse, q_feat, k_feat): besides the op's outputs, what its backward reads: the window
+  // part o_win with its log-sum-exp [B, T, H] and the feature maps softmax(q), softmax(k).
+  m.def(
+      "_liger_attention_forward(Tensor q, Tensor k, Tensor v, Tensor g, Tensor q_rot, Tensor k_rot, int window_size, "
+      "Tensor? initial_state, bool output_final_state, float softmax_weight, float linear_weight) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
+      tags);
+  // (dq, dk, dv, dg, dq_rot, dk_rot, dh0); dh0 is an empty tensor without initial_state.
+  m.def(
+      "_liger_attention_backward(Tensor q_feat, Tensor k_feat, Tensor v, Tensor g, Tensor q_rot, Tensor k_rot, "
+      "Tensor o_win, Tensor lse, Tensor do, Tensor? dht, int window_size, Tensor? initial_state, "
+      "float softmax_weight, float linear_weight) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)",
       tags);
 
   // ---- MoM routing (ops/mom) ----

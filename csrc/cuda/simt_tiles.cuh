@@ -53,17 +53,18 @@ __device__ __forceinline__ float row_max16(float x) {
 // kBatch = 1 is the plain loop (nvcc 13 gives the same SASS as before batched_copy), kept for one-off loads and
 // for callers not yet measured with more.
 
-// dst[i * ld + d] = src[i * tok_stride + d] * (row_mul ? row_mul[i] : 1) for i < rows, d < cols; 0 elsewhere
-// in [total_rows x kWidth]. All threads; the caller synchronises afterwards.
+// dst[i * ld + d] = src[i * tok_stride + d] * mul * (row_mul ? row_mul[i] : 1) for i < rows, d < cols; 0
+// elsewhere in [total_rows x kWidth]. mul is a do_scale (1, compiled out, for every other tile). All threads;
+// the caller synchronises afterwards.
 template <typename T, int kWidth, int kBatch = 1>
 __device__ __forceinline__ void load_rows(float* __restrict__ dst, int ld, const T* __restrict__ src,
                                           int64_t tok_stride, int rows, int cols, int total_rows,
-                                          const float* __restrict__ row_mul = nullptr) {
+                                          const float* __restrict__ row_mul = nullptr, float mul = 1.f) {
   batched_copy<kThreads, kBatch>(
       total_rows * kWidth,
       [&](int e) {
         const int i = e / kWidth, d = e % kWidth;
-        return (i < rows && d < cols) ? to_float(src[int64_t(i) * tok_stride + d]) : 0.f;
+        return (i < rows && d < cols) ? to_float(src[int64_t(i) * tok_stride + d]) * mul : 0.f;
       },
       [&](int e, float x) {
         const int i = e / kWidth, d = e % kWidth;

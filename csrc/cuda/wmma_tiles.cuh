@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <type_traits>
 
 #include "csrc/cuda/batched_copy.cuh"
@@ -91,15 +92,30 @@ struct alignas(16) Pack16 {
   uint32_t w[4];
 };
 
+// round(mul * x) for the eight 16-bit values of a pack (fp32 product, one rounding).
+template <typename T>
+__device__ __forceinline__ Pack16 scale_pack(const Pack16& x, float mul) {
+  T v[8];
+  memcpy(v, &x, sizeof(v));
+#pragma unroll
+  for (int i = 0; i < 8; ++i) v[i] = from_float<T>(to_float(v[i]) * mul);
+  Pack16 y;
+  memcpy(&y, v, sizeof(v));
+  return y;
+}
+
 // dst[i * ld + d] = src[i * stride + d] for i < rows, d < cols; zeros for the rest of [total_rows x
 // total_cols] (padding rows and columns must be 0, not stale: fragments multiply them). 16-byte vector
 // accesses when the shape and the alignment allow. All threads of the block (kThreads of them); the caller
-// synchronises afterwards.
+// synchronises afterwards. mul != 1 stores round(mul * src) instead (the backward's do_scale: a scaled copy of
+// do made while staging it rather than in global memory); at the default 1 the copy is exact and the product
+// is compiled out.
 template <int kThreads, typename T>
 __device__ __forceinline__ void load_rows_padded(T* __restrict__ dst, int ld, const T* __restrict__ src, int64_t stride,
-                                                 int rows, int cols, int total_rows, int total_cols) {
+                                                 int rows, int cols, int total_rows, int total_cols, float mul = 1.f) {
   static_assert(sizeof(T) == 2, "16-bit operands");
   constexpr int kVec = 16 / sizeof(T);
+  const bool scaled = mul != 1.f;
   const bool vec = cols % kVec == 0 && total_cols % kVec == 0 && ld % kVec == 0 && stride % kVec == 0 &&
                    reinterpret_cast<uintptr_t>(src) % 16 == 0 && reinterpret_cast<uintptr_t>(dst) % 16 == 0;
   if (vec) {
@@ -114,7 +130,7 @@ __device__ __forceinline__ void load_rows_padded(T* __restrict__ dst, int ld, co
         },
         [&](int e, const Pack16& x) {
           const int i = e / packs, d = (e % packs) * kVec;
-          *reinterpret_cast<Pack16*>(dst + i * ld + d) = x;
+          *reinterpret_cast<Pack16*>(dst + i * ld + d) = scaled ? scale_pack<T>(x, mul) : x;
         });
   } else {
     const T zero = from_float<T>(0.f);
@@ -124,7 +140,9 @@ __device__ __forceinline__ void load_rows_padded(T* __restrict__ dst, int ld, co
           const int i = e / total_cols, d = e % total_cols;
           return (i < rows && d < cols) ? src[int64_t(i) * stride + d] : zero;
         },
-        [&](int e, const T& x) { dst[(e / total_cols) * ld + e % total_cols] = x; });
+        [&](int e, const T& x) {
+          dst[(e / total_cols) * ld + e % total_cols] = scaled ? from_float<T>(to_float(x) * mul) : x;
+        });
   }
 }
 

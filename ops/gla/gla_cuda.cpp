@@ -23,6 +23,7 @@
 #include <string>
 
 #include "ops/gla/cuda/gla_launch.h"
+#include "ops/gla/gla_cuda.h"
 #include "ops/gla/gla_entries.h"
 
 namespace linattn::gla {
@@ -89,112 +90,123 @@ void run_chunk_backward_tc_vec(const BwdParams& p, const at::Tensor& q, cudaStre
   gpu::chunk_backward_tc_vec<D>(p, ws.data_ptr<float>(), stream);
 }
 
-struct CudaBackend {
-  static void check_dtype(const char* op, const at::Tensor& q) {
-    const at::ScalarType dt = q.scalar_type();
-    TORCH_CHECK(dt != at::kDouble, op,
-                ": float64 is not supported by the CUDA kernels (float64 runs on CPU, e.g. for gradcheck); "
-                "use float32, float16 or bfloat16 on CUDA");
-    TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
-                ": the CUDA kernels take float32, float16 or bfloat16 q, k, v, got ", dt);
-    TORCH_CHECK(q.size(3) <= gpu::kMaxHeadDim, op, ": the CUDA kernels support head dims K <= ", gpu::kMaxHeadDim,
-                ", got K=", q.size(3), " (q/k last dim); split the heads or run on CPU");
-  }
+}  // namespace
 
-  static void forward(const FwdParams& p, at::ScalarType dtype, Algo algo, const at::Tensor& q) {
-    const char* op = algo == Algo::Chunk ? "chunk GLA forward (CUDA)" : "fused recurrent GLA forward (CUDA)";
-    check_head_dims(op, p.dim_k, p.dim_v);
-    TORCH_CHECK(p.heads <= 65535, op, ": at most 65535 heads, got H=", p.heads);
-    const c10::cuda::CUDAGuard guard(q.device());
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
-    const gpu::DType dt = to_gpu_dtype(dtype);
-    if (algo == Algo::Chunk && gpu::tc_forward_supported(dt, p) && !force_simt()) {
-      if (dt == gpu::DType::kFloat16) {
-        run_chunk_forward_tc<gpu::DType::kFloat16>(p, q, stream);
-      } else {
-        run_chunk_forward_tc<gpu::DType::kBFloat16>(p, q, stream);
-      }
-    } else if (algo == Algo::Chunk && gpu::tc_vec_forward_supported(dt, p) && !force_simt()) {
-      if (dt == gpu::DType::kFloat16) {
-        run_chunk_forward_tc_vec<gpu::DType::kFloat16>(p, q, stream);
-      } else {
-        run_chunk_forward_tc_vec<gpu::DType::kBFloat16>(p, q, stream);
-      }
-    } else if (algo == Algo::Chunk) {
-      switch (dt) {
-        case gpu::DType::kFloat32:
-          gpu::chunk_forward<gpu::DType::kFloat32>(p, stream);
-          break;
-        case gpu::DType::kFloat16:
-          gpu::chunk_forward<gpu::DType::kFloat16>(p, stream);
-          break;
-        case gpu::DType::kBFloat16:
-          gpu::chunk_forward<gpu::DType::kBFloat16>(p, stream);
-          break;
-      }
+void check_cuda_dtype(const char* op, const at::Tensor& q) {
+  const at::ScalarType dt = q.scalar_type();
+  TORCH_CHECK(dt != at::kDouble, op,
+              ": float64 is not supported by the CUDA kernels (float64 runs on CPU, e.g. for gradcheck); "
+              "use float32, float16 or bfloat16 on CUDA");
+  TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
+              ": the CUDA kernels take float32, float16 or bfloat16 q, k, v, got ", dt);
+  TORCH_CHECK(q.size(3) <= gpu::kMaxHeadDim, op, ": the CUDA kernels support head dims K <= ", gpu::kMaxHeadDim,
+              ", got K=", q.size(3), " (q/k last dim); split the heads or run on CPU");
+}
+
+void launch_forward(const FwdParams& p, at::ScalarType dtype, Algo algo, const at::Tensor& q) {
+  const char* op = algo == Algo::Chunk ? "chunk GLA forward (CUDA)" : "fused recurrent GLA forward (CUDA)";
+  check_head_dims(op, p.dim_k, p.dim_v);
+  TORCH_CHECK(p.heads <= 65535, op, ": at most 65535 heads, got H=", p.heads);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
+  const gpu::DType dt = to_gpu_dtype(dtype);
+  TORCH_INTERNAL_ASSERT(algo == Algo::Chunk || p.o_mix == nullptr, "only the chunked forwards apply o_mix");
+  if (algo == Algo::Chunk && gpu::tc_forward_supported(dt, p) && !force_simt()) {
+    if (dt == gpu::DType::kFloat16) {
+      run_chunk_forward_tc<gpu::DType::kFloat16>(p, q, stream);
     } else {
-      switch (dt) {
-        case gpu::DType::kFloat32:
-          gpu::recurrent_forward<gpu::DType::kFloat32>(p, stream);
-          break;
-        case gpu::DType::kFloat16:
-          gpu::recurrent_forward<gpu::DType::kFloat16>(p, stream);
-          break;
-        case gpu::DType::kBFloat16:
-          gpu::recurrent_forward<gpu::DType::kBFloat16>(p, stream);
-          break;
-      }
+      run_chunk_forward_tc<gpu::DType::kBFloat16>(p, q, stream);
     }
-  }
-
-  static void backward(const BwdParams& p, at::ScalarType dtype, const at::Tensor& q) {
-    const char* op = "_gla_backward (CUDA)";
-    check_head_dims(op, p.dim_k, p.dim_v);
-    TORCH_CHECK(p.heads <= 65535, op, ": at most 65535 heads, got H=", p.heads);
-    const c10::cuda::CUDAGuard guard(q.device());
-    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
-    const gpu::DType dt = to_gpu_dtype(dtype);
-    if (gpu::tc_backward_supported(dt, p) && !force_simt()) {
-      if (dt == gpu::DType::kFloat16) {
-        run_chunk_backward_tc<gpu::DType::kFloat16>(p, q, stream);
-      } else {
-        run_chunk_backward_tc<gpu::DType::kBFloat16>(p, q, stream);
-      }
-      return;
+  } else if (algo == Algo::Chunk && gpu::tc_vec_forward_supported(dt, p) && !force_simt()) {
+    if (dt == gpu::DType::kFloat16) {
+      run_chunk_forward_tc_vec<gpu::DType::kFloat16>(p, q, stream);
+    } else {
+      run_chunk_forward_tc_vec<gpu::DType::kBFloat16>(p, q, stream);
     }
-    if (gpu::tc_vec_backward_supported(dt, p) && !force_simt()) {
-      if (dt == gpu::DType::kFloat16) {
-        run_chunk_backward_tc_vec<gpu::DType::kFloat16>(p, q, stream);
-      } else {
-        run_chunk_backward_tc_vec<gpu::DType::kBFloat16>(p, q, stream);
-      }
-      return;
-    }
-
-    // fp32 workspaces (stream-ordered caching allocator: freed after the launches are queued, reused
-    // safely by later work on this stream).
-    const gpu::BwdWorkspaceSizes sizes = gpu::bwd_workspace_sizes(p);
-    const auto opts = q.options().dtype(at::kFloat);
-    const at::Tensor states = at::empty({sizes.state_elems}, opts);
-    const at::Tensor dstates = at::empty({sizes.state_elems}, opts);
-    const at::Tensor dg_partial = at::empty({sizes.dg_partial_elems}, opts);
-    gpu::BwdWorkspace ws;
-    ws.states = states.data_ptr<float>();
-    ws.dstates = dstates.data_ptr<float>();
-    ws.dg_partial = sizes.dg_partial_elems > 0 ? dg_partial.data_ptr<float>() : nullptr;
-
+  } else if (algo == Algo::Chunk) {
     switch (dt) {
       case gpu::DType::kFloat32:
-        gpu::chunk_backward<gpu::DType::kFloat32>(p, ws, stream);
+        gpu::chunk_forward<gpu::DType::kFloat32>(p, stream);
         break;
       case gpu::DType::kFloat16:
-        gpu::chunk_backward<gpu::DType::kFloat16>(p, ws, stream);
+        gpu::chunk_forward<gpu::DType::kFloat16>(p, stream);
         break;
       case gpu::DType::kBFloat16:
-        gpu::chunk_backward<gpu::DType::kBFloat16>(p, ws, stream);
+        gpu::chunk_forward<gpu::DType::kBFloat16>(p, stream);
+        break;
+    }
+  } else {
+    switch (dt) {
+      case gpu::DType::kFloat32:
+        gpu::recurrent_forward<gpu::DType::kFloat32>(p, stream);
+        break;
+      case gpu::DType::kFloat16:
+        gpu::recurrent_forward<gpu::DType::kFloat16>(p, stream);
+        break;
+      case gpu::DType::kBFloat16:
+        gpu::recurrent_forward<gpu::DType::kBFloat16>(p, stream);
         break;
     }
   }
+}
+
+void launch_backward(const BwdParams& p, at::ScalarType dtype, const at::Tensor& q) {
+  const char* op = "_gla_backward (CUDA)";
+  check_head_dims(op, p.dim_k, p.dim_v);
+  TORCH_CHECK(p.heads <= 65535, op, ": at most 65535 heads, got H=", p.heads);
+  const c10::cuda::CUDAGuard guard(q.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(q.device().index()).stream();
+  const gpu::DType dt = to_gpu_dtype(dtype);
+  if (gpu::tc_backward_supported(dt, p) && !force_simt()) {
+    if (dt == gpu::DType::kFloat16) {
+      run_chunk_backward_tc<gpu::DType::kFloat16>(p, q, stream);
+    } else {
+      run_chunk_backward_tc<gpu::DType::kBFloat16>(p, q, stream);
+    }
+    return;
+  }
+  if (gpu::tc_vec_backward_supported(dt, p) && !force_simt()) {
+    if (dt == gpu::DType::kFloat16) {
+      run_chunk_backward_tc_vec<gpu::DType::kFloat16>(p, q, stream);
+    } else {
+      run_chunk_backward_tc_vec<gpu::DType::kBFloat16>(p, q, stream);
+    }
+    return;
+  }
+
+  // fp32 workspaces (stream-ordered caching allocator: freed after the launches are queued, reused
+  // safely by later work on this stream).
+  const gpu::BwdWorkspaceSizes sizes = gpu::bwd_workspace_sizes(p);
+  const auto opts = q.options().dtype(at::kFloat);
+  const at::Tensor states = at::empty({sizes.state_elems}, opts);
+  const at::Tensor dstates = at::empty({sizes.state_elems}, opts);
+  const at::Tensor dg_partial = at::empty({sizes.dg_partial_elems}, opts);
+  gpu::BwdWorkspace ws;
+  ws.states = states.data_ptr<float>();
+  ws.dstates = dstates.data_ptr<float>();
+  ws.dg_partial = sizes.dg_partial_elems > 0 ? dg_partial.data_ptr<float>() : nullptr;
+
+  switch (dt) {
+    case gpu::DType::kFloat32:
+      gpu::chunk_backward<gpu::DType::kFloat32>(p, ws, stream);
+      break;
+    case gpu::DType::kFloat16:
+      gpu::chunk_backward<gpu::DType::kFloat16>(p, ws, stream);
+      break;
+    case gpu::DType::kBFloat16:
+      gpu::chunk_backward<gpu::DType::kBFloat16>(p, ws, stream);
+      break;
+  }
+}
+
+namespace {
+
+struct CudaBackend {
+  static void check_dtype(const char* op, const at::Tensor& q) { check_cuda_dtype(op, q); }
+  static void forward(const FwdParams& p, at::ScalarType dtype, Algo algo, const at::Tensor& q) {
+    launch_forward(p, dtype, algo, q);
+  }
+  static void backward(const BwdParams& p, at::ScalarType dtype, const at::Tensor& q) { launch_backward(p, dtype, q); }
 };
 
 }  // namespace

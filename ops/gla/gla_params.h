@@ -37,6 +37,14 @@ struct FwdParams {
   int64_t v_tok_stride = 0, v_head_stride = 0;  // strides of v, o, do and dv
 
   double scale = 1.0;  // multiplies q
+
+  // Liger's mix, applied where the chunked CUDA forwards write o: o = lin_w * o_gla + mix_w * o_mix, rounded
+  // once, so the sliding-window output joins without a separate elementwise pass. o_mix (input dtype) has o's
+  // layout; nullptr (the default) writes o_gla as before. The CPU kernels and the recurrent forward ignore it
+  // (their glue never sets it).
+  const void* o_mix = nullptr;
+  double lin_w = 1.0;
+  double mix_w = 0.0;
 };
 
 struct BwdParams : FwdParams {
@@ -48,6 +56,9 @@ struct BwdParams : FwdParams {
   void* dg = nullptr;         // state precision: [B*T, H, K], or [B*T, H] summed over K when dg_sum_k; nullptr: skip
   bool dg_sum_k = false;      // scalar gate: reduce the per-dimension gate gradient over K
   void* dh0 = nullptr;        // [N, H, K, V] gradient of the initial state (state precision), nullptr: skip
+  // The CUDA kernels multiply do by this as they load it (Liger's linear weight), so no scaled copy of do is
+  // made; dht is not scaled. The CPU kernels ignore it (their glue never sets it).
+  double do_scale = 1.0;
 };
 
 }  // namespace linattn::gla

@@ -1,16 +1,13 @@
-// Liger ops as registered composites (CompositeImplicitAutograd) of linattn's own ops and ATen: gradients,
-// backends and torch.compile come from the parts (chunk_gla and sliding_window_attention carry C++ autograd).
-// A fused CUDA kernel (feature-map softmax in the GLA loads, the mix in the output write) can replace the
-// composite later without changing the schema.
+// liger_gate, a registered composite (CompositeImplicitAutograd) of ATen ops, and the C++ API of both Liger ops.
+// liger_attention itself is a real op with its own autograd (liger_autograd.cpp) and CPU / CUDA / Meta kernels.
 #include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
-#include <linattn/gla.h>
 #include <linattn/liger.h>
-#include <linattn/swa.h>
 
+#include "core/api_util.h"
 #include "core/checks.h"
-#include "ops/gla/gla_dispatch.h"
 
 namespace linattn {
 
@@ -40,21 +37,16 @@ std::tuple<at::Tensor, at::Tensor> liger_attention(const at::Tensor& q, const at
                                                    const std::optional<at::Tensor>& initial_state,
                                                    bool output_final_state, double softmax_weight,
                                                    double linear_weight) {
-  const char* op = "liger_attention";
-  check_rank(q_rot, op, "q_rot", 4, "[B, T, H, D] like q");
-  check_rank(k_rot, op, "k_rot", 4, "[B, T, H, D] like k");
-  TORCH_CHECK(q_rot.sym_sizes() == q.sym_sizes() && k_rot.sym_sizes() == k.sym_sizes(), op,
-              ": q_rot and k_rot must have the shapes of q and k, got ", q_rot.sym_sizes(), " and ",
-              k_rot.sym_sizes());
-  auto [o_lin, ht] = gla::dispatch::chunk_gla(at::softmax(q, -1), at::softmax(k, -1), v, g, 1.0, initial_state,
-                                              output_final_state, std::nullopt);
-  const at::Tensor o_win = sliding_window_attention(q_rot, k_rot, v, window_size);
-  return {o_win * softmax_weight + o_lin * linear_weight, ht};
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("linattn::liger_attention", "")
+                       .typed<decltype(liger_attention)>();
+  return drop_unrequested_state(op.call(q, k, v, g, q_rot, k_rot, window_size, initial_state, output_final_state,
+                                        softmax_weight, linear_weight),
+                                output_final_state);
 }
 
 TORCH_LIBRARY_IMPL(linattn, CompositeImplicitAutograd, m) {
   m.impl("liger_gate", &liger_gate);
-  m.impl("liger_attention", &liger_attention);
 }
 
 }  // namespace linattn

@@ -2,9 +2,10 @@
 // (CompositeExplicitAutograd, so every backend with the forward op has it); on the Autograd key a C++
 // torch::autograd::Function saves the log-sum-exp and calls the backward op.
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
+
+#include "ops/swa/swa_dispatch.h"
 
 namespace linattn::swa {
 namespace {
@@ -13,36 +14,12 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptTensor = std::optional<at::Tensor>;
 
-std::tuple<at::Tensor, at::Tensor> forward_op(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                              int64_t window, std::optional<double> scale, const OptTensor& cu) {
-  static auto op = c10::Dispatcher::singleton()
-                       .findSchemaOrThrow("linattn::_sliding_window_attention_forward", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&, int64_t, std::optional<double>,
-                                                                 const OptTensor&)>();
-  return op.call(q, k, v, window, scale, cu);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_op(const at::Tensor& q, const at::Tensor& k,
-                                                           const at::Tensor& v, const at::Tensor& o,
-                                                           const at::Tensor& lse, const at::Tensor& d_o,
-                                                           int64_t window, std::optional<double> scale,
-                                                           const OptTensor& cu) {
-  static auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("linattn::_sliding_window_attention_backward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-              const at::Tensor&, int64_t, std::optional<double>, const OptTensor&)>();
-  return op.call(q, k, v, o, lse, d_o, window, scale, cu);
-}
-
 class SwaFunction : public torch::autograd::Function<SwaFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                int64_t window, std::optional<double> scale, const OptTensor& cu) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [o, lse] = forward_op(q, k, v, window, scale, cu);
+    auto [o, lse] = dispatch::forward(q, k, v, window, scale, cu);
     ctx->save_for_backward({q, k, v, o, lse, cu.has_value() ? *cu : at::Tensor()});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
@@ -52,8 +29,8 @@ class SwaFunction : public torch::autograd::Function<SwaFunction> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
     const OptTensor cu = s[5].defined() ? OptTensor(s[5]) : std::nullopt;
-    auto [dq, dk, dv] = backward_op(s[0], s[1], s[2], s[3], s[4], grads[0], ctx->saved_data["window"].toInt(),
-                                    ctx->saved_data["scale"].toOptional<double>(), cu);
+    auto [dq, dk, dv] = dispatch::backward(s[0], s[1], s[2], s[3], s[4], grads[0], ctx->saved_data["window"].toInt(),
+                                           ctx->saved_data["scale"].toOptional<double>(), cu);
     return {dq, dk, dv, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
@@ -65,7 +42,7 @@ at::Tensor swa_autograd(const at::Tensor& q, const at::Tensor& k, const at::Tens
 
 at::Tensor swa_composite(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window,
                          std::optional<double> scale, const OptTensor& cu) {
-  return std::get<0>(forward_op(q, k, v, window, scale, cu));
+  return std::get<0>(dispatch::forward(q, k, v, window, scale, cu));
 }
 
 }  // namespace

@@ -34,6 +34,10 @@ struct Params {
   void* dq = nullptr;         // [B*T, H, K] (input dtype)
   void* dk = nullptr;         // [B*T, H, K] (input dtype)
   void* dv = nullptr;         // [B*T, H, V] (input dtype)
+  // The CUDA kernels return the gradients of do_scale * o (Liger's window weight) without a scaled copy of do in
+  // memory: the SIMT backward scales do where it stages it and in delta = do . o, the tensor-core one applies the
+  // factor when it stores dq, dk, dv. The CPU kernels ignore it (their glue never sets it).
+  double do_scale = 1.0;
 };
 
 }  // namespace linattn::swa

@@ -171,6 +171,7 @@ inline __nv_bfloat16 __float2bfloat16_rn(float f) {
 #define __device__
 #define __host__
 #define __forceinline__ inline
+#define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
 #define LINATTN_CUDA_EMULATOR 1
 

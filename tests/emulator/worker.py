@@ -65,6 +65,30 @@ def swa(x):
     return out
 
 
+def _liger_pass(x, simt):
+    """Liger's CUDA path in the order of ops/liger/liger_cuda.cpp: both feature maps in one launch, the window
+    forward (o_win, lse), the GLA forward writing o = lw * o_gla + sw * o_win; then the GLA and window backwards
+    reading do scaled by lw and sw, dv = dv_gla + dv_win (in the input dtype, as the glue adds), both softmax
+    backwards in one launch. simt: LINATTN_GLA_FORCE_SIMT=1 and LINATTN_SWA_FORCE_SIMT=1."""
+    sw, lw, w, scale = x["softmax_weight"], x["linear_weight"], x["window"], x["scale"]
+    qf, kf = E.liger_softmax_forward(x["q"], x["k"])
+    o_win, lse = E.swa_forward(x["q_rot"], x["k_rot"], x["v"], w, scale, None, simt)
+    o, ht = E.gla_forward(qf, kf, x["v"], x["g"], None, 1.0, x["h0"], None, False, True, simt, o_win, lw, sw)
+    dq_rot, dk_rot, dv_win = E.swa_backward(x["q_rot"], x["k_rot"], x["v"], o_win, lse, x["do"], w, scale, None,
+                                            simt, sw)
+    dqf, dkf, dv, dg, dh0 = E.gla_backward(qf, kf, x["v"], x["g"], None, 1.0, x["h0"], None, x["do"], x["dht"], simt,
+                                           lw)
+    dq, dk = E.liger_softmax_backward(qf, kf, dqf, dkf)
+    return dict(o=o, ht=ht, dq=dq, dk=dk, dv=dv + dv_win, dg=dg, dq_rot=dq_rot, dk_rot=dk_rot, dh0=dh0)
+
+
+def liger(x):
+    out = _liger_pass(x, False)  # the glue's path: tensor cores for fp16 / bf16
+    if x.get("simt"):  # the SIMT GLA and window kernels too
+        out.update({n + "_simt": t for n, t in _liger_pass(x, True).items()})
+    return out
+
+
 def lolcats(x):
     ins = [x[n] for n in ("q", "k", "v", "fq", "fk", "window_factor")]
     o, m, z = E.lolcats_forward(ins, x["window"], x["scale"])
@@ -110,7 +134,7 @@ def run_twice(driver, case):
     return result
 
 
-DRIVERS = dict(gla=gla, delta_rule=delta_rule, swa=swa, lolcats=lolcats, mom=mom, selftest=selftest)
+DRIVERS = dict(gla=gla, delta_rule=delta_rule, swa=swa, lolcats=lolcats, liger=liger, mom=mom, selftest=selftest)
 
 
 def main():

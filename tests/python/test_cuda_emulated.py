@@ -198,6 +198,25 @@ CASES = [
     ("lolcats-t130-w1000", "lolcats", dict(B=1, T=130, H=1, D=8, V=8, F=8, w=1000)),
     ("lolcats-fp16", "lolcats", dict(B=1, T=65, H=2, D=60, V=33, F=16, w=7, dtype=F16)),
     ("lolcats-bf16", "lolcats", dict(B=2, T=70, H=1, D=16, V=16, F=33, w=64, dtype=BF16)),
+    # Liger attention's fused CUDA path (ops/liger/liger_cuda.cpp): feature-map softmax of q and k in one launch,
+    # the window forward, the GLA forward with the mix in its output write, both backwards with do scaled as
+    # loaded, both softmax backwards in one launch; per-key and scalar gates, mix weights other than 0.5, initial
+    # states or none; simt: the SIMT GLA and window kernels as well (fp16 / bf16).
+    ("liger-key-t65", "liger", dict(B=2, T=65, H=2, D=33, V=60, gate="key", w=16, h0=True, sw=0.3, lw=0.7)),
+    ("liger-scalar-t5-d7v3", "liger", dict(B=1, T=5, H=2, D=7, V=3, gate="scalar", w=64, h0=False, sw=0.5,
+                                           lw=0.5)),
+    ("liger-key-bf16-t130", "liger", dict(B=1, T=130, H=2, D=60, V=100, gate="key", w=64, h0=True, sw=0.25, lw=0.75,
+                                          dtype=BF16, simt=True)),
+    ("liger-scalar-fp16-t130", "liger", dict(B=1, T=130, H=1, D=100, V=33, gate="scalar", w=17, h0=True, sw=0.6,
+                                             lw=0.4, dtype=F16, simt=True)),
+    ("liger-key-fp16-t65", "liger", dict(B=2, T=65, H=1, D=64, V=64, gate="key", w=64, h0=False, sw=0.8, lw=0.2,
+                                         dtype=F16)),
+    ("liger-scalar-bf16-t5-d3v5", "liger", dict(B=2, T=5, H=2, D=3, V=5, gate="scalar", w=3, h0=True, sw=0.9,
+                                                lw=0.3, dtype=BF16)),
+    ("liger-key-bf16-d256v256", "liger", dict(B=1, T=65, H=1, D=256, V=256, gate="key", w=65, h0=True, sw=0.45,
+                                              lw=0.55, dtype=BF16)),
+    ("liger-scalar-t130-d200", "liger", dict(B=1, T=130, H=1, D=200, V=40, gate="scalar", w=7, h0=False, sw=0.35,
+                                             lw=1.25)),
     ("selftest", "selftest", {}),
 ]
 
@@ -279,6 +298,17 @@ def _make_lolcats(s):
                 do=torch.randn(B, T, H, V).to(dt))
 
 
+def _make_liger(s):
+    B, T, H, D, V, dt = s["B"], s["T"], s["H"], s["D"], s["V"], s.get("dtype", F32)
+    gate = (B, T, H, D) if s["gate"] == "key" else (B, T, H)
+    q, k, q_rot, k_rot = (torch.randn(B, T, H, D).to(dt) for _ in range(4))
+    return dict(q=q, k=k, v=torch.randn(B, T, H, V).to(dt), q_rot=q_rot, k_rot=k_rot,
+                g=(F.logsigmoid(torch.randn(gate)) / 16).to(dt),  # Liger's gate range, logsigmoid / 16
+                h0=torch.randn(B, H, D, V) if s["h0"] else None, window=s["w"], scale=D ** -0.5,
+                softmax_weight=s["sw"], linear_weight=s["lw"], do=torch.randn(B, T, H, V).to(dt),
+                dht=torch.randn(B, H, D, V), simt=s.get("simt", False))
+
+
 def _make_selftest(_):
     # Values around every rounding boundary of both formats, subnormals, overflow and specials.
     x = torch.randn(20000) * torch.exp2(torch.randint(-30, 18, (20000,)).float())
@@ -292,7 +322,8 @@ def _make_selftest(_):
     return dict(values=torch.cat([x, special, -special]), kernels=kernels)
 
 
-MAKERS = dict(gla=_make_gla, delta_rule=_make_delta, swa=_make_swa, lolcats=_make_lolcats, selftest=_make_selftest)
+MAKERS = dict(gla=_make_gla, delta_rule=_make_delta, swa=_make_swa, lolcats=_make_lolcats, liger=_make_liger,
+              selftest=_make_selftest)
 
 
 # ----------------------------------------------------------------------------------------------- worker
@@ -576,6 +607,30 @@ def test_lolcats_attention(emulated, cid):
 
     names = {n: n for n in ["o"] + ["d" + n for n in leaves]}
     _check(emulated, cid, reference, names, names)
+
+
+@pytest.mark.parametrize("cid", _ids("liger"))
+def test_liger_attention_fused(emulated, cid):
+    gla_recurrence = _reference("gla", "gla_recurrence")
+    sliding_window_attention_reference = _reference("swa", "sliding_window_attention_reference")
+    x, out = emulated(cid)
+    leaves = [n for n in ("q", "k", "v", "g", "q_rot", "k_rot", "h0") if x[n] is not None]
+
+    def reference(dtype, x):
+        # The definition: sw * SWA(q_rot, k_rot, v) + lw * GLA(softmax(q), softmax(k), v, g, scale 1), in float64
+        # (dtype) or in the inputs' precision (None), every step in that precision.
+        def fn(q, k, v, g, q_rot, k_rot, h0=None):
+            lin, ht = gla_recurrence(q.softmax(-1), k.softmax(-1), v, g, None, 1.0, h0, True, dtype=dtype)
+            win = sliding_window_attention_reference(q_rot, k_rot, v, x["window"], x["scale"], dtype=dtype or q.dtype)
+            return x["softmax_weight"] * win + x["linear_weight"] * lin, ht
+        tensors = {n: x[n].double() if dtype else x[n] for n in leaves}
+        (o, ht), grads = _grads(fn, tensors, [x["do"], x["dht"]])
+        return dict(o=o, ht=ht, **{"d" + n: grads[n] for n in leaves})
+
+    names = {n: n for n in ["o", "ht"] + ["d" + n for n in leaves]}
+    if x["simt"]:
+        names.update({n + "_simt": n + "_simt" for n in list(names)})
+    _check(emulated, cid, reference, names, {n: n.removesuffix("_simt") for n in names})
 
 
 def test_emulator_catches_broken_kernels(emulated):

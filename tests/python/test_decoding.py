@@ -50,16 +50,18 @@ def test_lolcats_decode_half_precision_state_is_fp32():
         lolcats_decode(q, k, v, fq, fk, wf, state, window_size=0)
 
 
-def liger_inputs(B=2, T=37, H=2, D=6, V=5):
+def liger_inputs(B=2, T=37, H=2, D=6, V=5, gate="key"):
     q, k = torch.randn(B, T, H, D, dtype=torch.float64), torch.randn(B, T, H, D, dtype=torch.float64)
     v = torch.randn(B, T, H, V, dtype=torch.float64)
-    return q, k, v, linattn.liger_gate(k), torch.randn_like(q), torch.randn_like(k)
+    g = linattn.liger_gate(k) if gate == "key" else linattn.liger_gate(k, 1)[..., 0]
+    return q, k, v, g, torch.randn_like(q), torch.randn_like(k)
 
 
 @pytest.mark.parametrize("w", [1, 4, 16, 64])
 @pytest.mark.parametrize("prefix,step", [(1, 1), (9, 1), (9, 5), (20, 70)])
-def test_liger_prefill_then_decode_equals_full(w, prefix, step):
-    q, k, v, g, qr, kr = liger_inputs()
+@pytest.mark.parametrize("gate", ["key", "scalar"])
+def test_liger_prefill_then_decode_equals_full(w, prefix, step, gate):
+    q, k, v, g, qr, kr = liger_inputs(gate=gate)
     full, h_full = linattn.liger_attention(q, k, v, g, qr, kr, window_size=w, output_final_state=True,
                                            softmax_weight=0.3, linear_weight=0.7)
     o, state = liger_prefill(*(t[:, :prefix] for t in (q, k, v, g, qr, kr)), window_size=w,

@@ -75,6 +75,7 @@ __global__ void __launch_bounds__(kThreads) chunk_bwd_dstate_kernel(const BwdPar
   const int64_t base = slot_base(seq.bos, n);
   const T* __restrict__ qh = static_cast<const T*>(p.q) + h * p.q_head_stride;
   const T* __restrict__ doh = static_cast<const T*>(p.do_) + h * p.v_head_stride + v0;
+  const float do_scale = static_cast<float>(p.do_scale);
 
   for (int64_t c = nchunks - 1; c >= 0; --c) {
     const int64_t t0 = seq.bos + c * kChunk;
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(kThreads) chunk_bwd_dstate_kernel(const BwdPar
         if (cc < vcols) dst[int64_t(d) * V + v0 + cc] = sdS[e];
       }
     }
-    load_row_tile<T, kBV>(sdo, kBV, doh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols);
+    load_row_tile<T, kBV>(sdo, kBV, doh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, do_scale);
     for (int kt = 0; kt < k_tiles; ++kt) {
       const int d0 = kt * kBK;
       const int kcols = min(kBK, K - d0);
@@ -173,7 +174,7 @@ __global__ void __launch_bounds__(kThreads)
   const T* __restrict__ qh = static_cast<const T*>(p.q) + h * p.q_head_stride + t0 * p.q_tok_stride;
   const T* __restrict__ kh = static_cast<const T*>(p.k) + h * p.k_head_stride + t0 * p.k_tok_stride;
   load_row_tile<T, kBV>(sdo, kBV, static_cast<const T*>(p.do_) + h * p.v_head_stride + t0 * p.v_tok_stride + v0,
-                        p.v_tok_stride, L, vcols);
+                        p.v_tok_stride, L, vcols, static_cast<float>(p.do_scale));
 
   float acc[kSub];
   float dvacc[8];
@@ -305,12 +306,13 @@ __global__ void __launch_bounds__(kThreads)
   float carry = 0.f;
 
   const T* __restrict__ doh = static_cast<const T*>(p.do_) + h * p.v_head_stride + t0 * p.v_tok_stride;
+  const float do_scale = static_cast<float>(p.do_scale);
   const T* __restrict__ vh = static_cast<const T*>(p.v) + h * p.v_head_stride + t0 * p.v_tok_stride;
   const int v_tiles = static_cast<int>(ceil_div(V, kBV));
   for (int vt = 0; vt < v_tiles; ++vt) {
     const int c0 = vt * kBV;
     const int vcols = min(kBV, V - c0);
-    load_row_tile<T, kBV>(sdo, kLDV, doh + c0, p.v_tok_stride, L, vcols);
+    load_row_tile<T, kBV>(sdo, kLDV, doh + c0, p.v_tok_stride, L, vcols, do_scale);
     load_row_tile<T, kBV>(sv, kLDV, vh + c0, p.v_tok_stride, L, vcols);
     load_state_tile(sS0, S0, V, d0, c0, kcols, vcols);
     load_state_tile(sdS, dS, V, d0, c0, kcols, vcols);

@@ -161,7 +161,8 @@ __global__ void __launch_bounds__(kThreadsTc)
           const int i = e / kTileK;
           sq[i * kLd + e % kTileK] = from_float<T>(i < L ? to_float(raw) * (scale * expf(sb[i])) : 0.f);
         });
-    wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTileV);
+    wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTileV,
+                                     static_cast<float>(p.do_scale));
     __syncthreads();
 
     if (kTrackMax && threadIdx.x == 0) {
@@ -258,7 +259,8 @@ __global__ void __launch_bounds__(kThreadsTc)
   const T* __restrict__ doh = static_cast<const T*>(p.do_) + h * p.v_head_stride + t0 * p.v_tok_stride + v0;
   wt::load_rows_padded<kThreadsTc>(sq, ldq, qh, p.q_tok_stride, L, K, kChunk, kp);
   wt::load_rows_padded<kThreadsTc>(sk, ldq, kh, p.k_tok_stride, L, K, kChunk, kp);
-  wt::load_rows_padded<kThreadsTc>(sdo, kLdv, doh, p.v_tok_stride, L, vcols, kChunk, kTileV);
+  wt::load_rows_padded<kThreadsTc>(sdo, kLdv, doh, p.v_tok_stride, L, vcols, kChunk, kTileV,
+                                   static_cast<float>(p.do_scale));
   __syncthreads();
 
   for (int blk = warp; blk < kScoreBlocks; blk += kWarps) {
@@ -378,12 +380,12 @@ struct DqkSmemTc {  // byte offsets, for V padded to vp
   }
 };
 
-// The 16-bit [64 x vp] rows of one of v / do (zero-padded).
+// The 16-bit [64 x vp] rows of one of v / do (zero-padded), times mul (do_scale for do).
 template <typename T>
 __device__ __forceinline__ void load_value_rows(T* __restrict__ dst, int ld, const void* src, const BwdParams& p,
-                                                int64_t h, int64_t t0, int L, int V, int vp) {
+                                                int64_t h, int64_t t0, int L, int V, int vp, float mul = 1.f) {
   const T* __restrict__ base = static_cast<const T*>(src) + h * p.v_head_stride + t0 * p.v_tok_stride;
-  wt::load_rows_padded<kThreadsTc>(dst, ld, base, p.v_tok_stride, L, V, kChunk, vp);
+  wt::load_rows_padded<kThreadsTc>(dst, ld, base, p.v_tok_stride, L, V, kChunk, vp, mul);
 }
 
 // The dS slab as two 16-bit parts, hi = round(x) and lo = round(x - hi) (x = dS times the range factor):
@@ -465,7 +467,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   if (warp == 0) scalar_gate_cumsum(sb, p, t0, h, L);
   const T* __restrict__ qh = static_cast<const T*>(p.q) + h * p.q_head_stride + t0 * p.q_tok_stride + d0;
   const T* __restrict__ kh = static_cast<const T*>(p.k) + h * p.k_head_stride + t0 * p.k_tok_stride + d0;
-  load_value_rows<T>(r1, ldv, p.do_, p, h, t0, L, V, vp);
+  load_value_rows<T>(r1, ldv, p.do_, p, h, t0, L, V, vp, static_cast<float>(p.do_scale));
   load_value_rows<T>(r2, ldv, p.v, p, h, t0, L, V, vp);
   wt::load_rows_padded<kThreadsTc>(sq, kLd, qh, p.q_tok_stride, L, kcols, kChunk, kTileK);
   wt::load_rows_padded<kThreadsTc>(sk, kLd, kh, p.k_tok_stride, L, kcols, kChunk, kTileK);

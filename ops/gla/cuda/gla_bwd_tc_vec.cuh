@@ -177,7 +177,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
           if (i < L && d < kcols) x = to_float(raw) * (scale * expf(sg[i * kLdg + d]));
           sq[i * kLd + d] = from_float<T>(x);
         });
-    wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTile);
+    wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTile,
+                                     static_cast<float>(p.do_scale));
     __syncthreads();
 
     if (kTrackMax && threadIdx.x == 0) {
@@ -367,7 +368,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   __syncthreads();  // the slab tiles are dead: their space now holds do, P and the fp32 tile
 
   const T* __restrict__ doh = static_cast<const T*>(p.do_) + h * p.v_head_stride + t0 * p.v_tok_stride + v0;
-  wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh, p.v_tok_stride, L, vcols, kChunk, kTile);
+  wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh, p.v_tok_stride, L, vcols, kChunk, kTile,
+                                   static_cast<float>(p.do_scale));
 #pragma unroll
   for (int b = 0; b < 2; ++b) {
     const int blk = warp + b * kWarps;
@@ -544,7 +546,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     for (int v0 = 0; v0 < V; v0 += kTile) {
       const int vcols = min(kTile, V - v0), nvs = static_cast<int>(ceil_div(vcols, kFrag));
       __syncthreads();  // the previous slab's products are done (and, the first time, Kt is complete)
-      wt::load_rows_padded<kThreadsTc>(r1, kLd, doh + v0, p.v_tok_stride, L, vcols, kChunk, kTile);
+      wt::load_rows_padded<kThreadsTc>(r1, kLd, doh + v0, p.v_tok_stride, L, vcols, kChunk, kTile,
+                                       static_cast<float>(p.do_scale));
       wt::load_rows_padded<kThreadsTc>(r2, kLd, vh + v0, p.v_tok_stride, L, vcols, kChunk, kTile);
       __syncthreads();
 #pragma unroll
@@ -590,7 +593,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     for (int v0 = 0; v0 < V; v0 += kTile) {
       const int vcols = min(kTile, V - v0), nvs = static_cast<int>(ceil_div(vcols, kFrag));
       __syncthreads();  // the previous products are done with r1 / r2 (and, the first time, D is complete)
-      wt::load_rows_padded<kThreadsTc>(r1, kLd, doh + v0, p.v_tok_stride, L, vcols, kChunk, kTile);
+      wt::load_rows_padded<kThreadsTc>(r1, kLd, doh + v0, p.v_tok_stride, L, vcols, kChunk, kTile,
+                                       static_cast<float>(p.do_scale));
       tc::state_slab_to_tile(r2, kLd, S0 + v0, V, kcols, vcols, kTile, kTile, down);
       __syncthreads();
       if (warp < nkb) {

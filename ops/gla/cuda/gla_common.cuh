@@ -107,17 +107,26 @@ __device__ __forceinline__ bool locate_chunk(const FwdParams& p, int64_t slot, i
 constexpr int kTileBatch = 4;
 static_assert(kChunk * kBK % (kTileBatch * kThreads) == 0, "[64 x 32] tiles are staged in whole batches");
 
-// dst[i * ld + d] = src[i * tok_stride + d] for i < rows, d < cols; 0 elsewhere in [kChunk x width].
+// dst[i * ld + d] = mul * src[i * tok_stride + d] for i < rows, d < cols; 0 elsewhere in [kChunk x width].
+// mul is do_scale for do tiles; the other callers leave it at 1, which the compiler folds away.
 template <typename T, int kWidth>
 __device__ __forceinline__ void load_row_tile(float* __restrict__ dst, int ld, const T* __restrict__ src,
-                                              int64_t tok_stride, int rows, int cols) {
+                                              int64_t tok_stride, int rows, int cols, float mul = 1.f) {
   cuda_utils::batched_copy<kThreads, kTileBatch>(
       kChunk * kWidth,
       [&](int e) {
         const int i = e / kWidth, d = e % kWidth;
         return (i < rows && d < cols) ? src[int64_t(i) * tok_stride + d] : from_float<T>(0.f);
       },
-      [&](int e, const T& x) { dst[(e / kWidth) * ld + e % kWidth] = to_float(x); });
+      [&](int e, const T& x) { dst[(e / kWidth) * ld + e % kWidth] = to_float(x) * mul; });
+}
+
+// The value written to o at element `off` (o's layout) for the fp32 result x: x itself, or with Liger's mix
+// (FwdParams::o_mix) lin_w * x + mix_w * o_mix[off], rounded once. mix is p.o_mix cast by the caller.
+template <typename T>
+__device__ __forceinline__ T output_value(const FwdParams& p, const T* __restrict__ mix, int64_t off, float x) {
+  if (mix == nullptr) return from_float<T>(x);
+  return from_float<T>(fmaf(static_cast<float>(p.mix_w), to_float(mix[off]), static_cast<float>(p.lin_w) * x));
 }
 
 // Raw log gates of rows t0..t0+63 and key columns d0..d0+31 (0 outside the chunk, past K, or with no gate).

@@ -32,6 +32,23 @@ struct FwdSmem {
 };
 static_assert(kChunk * kLD + kKgRows * kLD >= kChunk * kLDA, "the score tile must fit in the qg + kg region");
 
+// Eight consecutive outputs of one row with Liger's mix (FwdParams::o_mix): lin_w * x + mix_w * o_mix, one
+// rounding. Out of line on purpose: with this store inlined behind the branch on o_mix, nvcc 13 gave the fp16 /
+// bf16 kernels 128 registers and 20-28 bytes of spills (80 and none before the hook, 80 and none this way).
+struct Float8 {
+  float v[8];
+};
+
+template <typename T>
+__device__ __noinline__ void store_mixed8(const FwdParams& p, T* __restrict__ orow, const T* __restrict__ mrow,
+                                          Float8 x, int c0, int vcols) {
+#pragma unroll
+  for (int m = 0; m < 8; ++m) {
+    const int col = c0 + m;
+    if (col < vcols) orow[col] = output_value<T>(p, mrow, col, x.v[m]);
+  }
+}
+
 template <typename T, bool kStatesOnly>
 __global__ void __launch_bounds__(kThreads)
     chunk_fwd_kernel(const FwdParams p, float* __restrict__ states_ws) {
@@ -155,11 +172,17 @@ __global__ void __launch_bounds__(kThreads)
         for (int m = 0; m < 8; ++m) oacc[m] += a * vrow[m];
       }
       if (row < L) {
-        T* __restrict__ orow = static_cast<T*>(p.o) + (t0 + row) * p.v_tok_stride + h * p.v_head_stride + v0;
+        const int64_t off = (t0 + row) * p.v_tok_stride + h * p.v_head_stride + v0;
+        T* __restrict__ orow = static_cast<T*>(p.o) + off;
+        if (p.o_mix == nullptr) {
 #pragma unroll
-        for (int m = 0; m < 8; ++m) {
-          const int col = cgrp * 8 + m;
-          if (col < vcols) orow[col] = from_float<T>(oacc[m]);
+          for (int m = 0; m < 8; ++m) {
+            const int col = cgrp * 8 + m;
+            if (col < vcols) orow[col] = from_float<T>(oacc[m]);
+          }
+        } else {
+          const Float8 x = {{oacc[0], oacc[1], oacc[2], oacc[3], oacc[4], oacc[5], oacc[6], oacc[7]}};
+          store_mixed8<T>(p, orow, static_cast<const T*>(p.o_mix) + off, x, cgrp * 8, vcols);
         }
       }
       __syncthreads();  // sv and the score tile are reloaded by the next chunk

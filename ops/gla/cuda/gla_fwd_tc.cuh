@@ -434,10 +434,13 @@ __global__ void __launch_bounds__(kThreadsTc)
   }
   __syncthreads();
 
-  T* __restrict__ oh = static_cast<T*>(p.o) + h * p.v_head_stride + t0 * p.v_tok_stride + v0;
+  const int64_t o_off = h * p.v_head_stride + t0 * p.v_tok_stride + v0;
+  T* __restrict__ oh = static_cast<T*>(p.o) + o_off;
+  const T* __restrict__ mh = p.o_mix != nullptr ? static_cast<const T*>(p.o_mix) + o_off : nullptr;
   for (int e = threadIdx.x; e < kChunk * kTileV; e += kThreadsTc) {
     const int i = e / kTileV, col = e % kTileV;
-    if (i < L && col < vcols) oh[i * p.v_tok_stride + col] = from_float<T>(sf[i * kLdf + col]);
+    const int64_t off = i * p.v_tok_stride + col;
+    if (i < L && col < vcols) oh[off] = output_value<T>(p, mh, off, sf[i * kLdf + col]);
   }
 }
 

@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(simt::kThreads) swa_bwd_dq_kernel(const Params
   simt::load_rows<T, kP>(sq, LD, static_cast<const T*>(p.q) + h * p.qk_head_stride + tok0 * p.qk_tok_stride,
                          p.qk_tok_stride, rows, K, R);
   simt::load_rows<T, kP>(sdo, LD, static_cast<const T*>(p.do_) + h * p.v_head_stride + tok0 * p.v_tok_stride,
-                         p.v_tok_stride, rows, V, R);
+                         p.v_tok_stride, rows, V, R, nullptr, static_cast<float>(p.do_scale));
   float lse[RM], dlt[RM];
 #pragma unroll
   for (int r = 0; r < RM; ++r) {
@@ -138,7 +138,8 @@ __global__ void __launch_bounds__(simt::kThreads)
   for (int64_t q0 = t.r0; q0 <= qlast; q0 += R) {
     const int qr = static_cast<int>(min(int64_t(R), qlast - q0 + 1));
     simt::load_rows<T, kP>(sq, LD, qh + (t.bos + q0) * p.qk_tok_stride, p.qk_tok_stride, qr, K, R);
-    simt::load_rows<T, kP>(sdo, LD, doh + (t.bos + q0) * p.v_tok_stride, p.v_tok_stride, qr, V, R);
+    simt::load_rows<T, kP>(sdo, LD, doh + (t.bos + q0) * p.v_tok_stride, p.v_tok_stride, qr, V, R, nullptr,
+                           static_cast<float>(p.do_scale));
     for (int e = threadIdx.x; e < R; e += simt::kThreads) {
       slse[e] = e < qr ? lse[(t.bos + q0 + e) * H + h] : 0.f;
       sdelta[e] = e < qr ? delta[(t.bos + q0 + e) * H + h] : 0.f;
@@ -209,11 +210,11 @@ void backward(const Params& p, float* delta_ws, cudaStream_t stream) {
   using T = typename StorageOf<D>::type;
   const int64_t rows = p.batch * p.seqlen * p.heads;
   if (rows == 0) return;
-  // delta_i = do_i . o_i (o and do are contiguous [B*T, H, V]: row (token, head) at (token * H + head) * V).
+  // delta_i = do_scale do_i . o_i (o and do are contiguous [B*T, H, V]: row (token, head) at (token * H + head) * V).
   constexpr int kWarps = simt::kThreads / 32;
   simt::row_dot_kernel<T><<<static_cast<unsigned>(ceil_div(rows, kWarps)), simt::kThreads, 0, stream>>>(
-      static_cast<const T*>(p.do_), static_cast<const T*>(p.o), nullptr, 1.f, rows, static_cast<int>(p.dim_v),
-      delta_ws);
+      static_cast<const T*>(p.do_), static_cast<const T*>(p.o), nullptr, static_cast<float>(p.do_scale), rows,
+      static_cast<int>(p.dim_v), delta_ws);
   LINATTN_CHECK_LAUNCH();
   switch (simt::width_bucket(p.dim_k > p.dim_v ? p.dim_k : p.dim_v)) {
     case 32:

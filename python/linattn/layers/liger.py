@@ -16,7 +16,7 @@ class LigerAttention(ConvertedAttention):
 
     variant "gla" (default): the gate keeps the key dim (one decay per key channel). variant "pooled": the key
     is average-pooled to one value per head (a scalar decay per head and step, as simple GLA / lightning
-    attention), broadcast over the key channels. Key/value heads are repeated to the query heads, as the
+    attention). Key/value heads are repeated to the query heads, as the
     original does. Left padding is refused (no mask). Pass `past_key_values` (a transformers Cache or
     linattn.layers.StateCache) to decode: the cache keeps the last window_size-1 rotated keys and values and
     the GLA state, so decoding equals the full forward.
@@ -41,7 +41,10 @@ class LigerAttention(ConvertedAttention):
         q, k, v = self.project(hidden_states)
         q_rot, k_rot = self.rotary(q, k, position_embeddings)
         q, k, v, q_rot, k_rot = self.upcast(q, self.repeat_kv(k), self.repeat_kv(v), q_rot, self.repeat_kv(k_rot))
-        g = liger_gate(k, 1 if self.variant == "pooled" else None, self.gate_divisor).expand_as(k)
+        # pooled: one gate per head and step, [B, T, H], which liger_attention runs as simple GLA (no [B, T, H, D]
+        # copy of a broadcast gate; the tensor-core scalar-gate kernels on CUDA).
+        div = self.gate_divisor
+        g = liger_gate(k, 1, div)[..., 0] if self.variant == "pooled" else liger_gate(k, None, div)
         args = (q, k, v, g, q_rot, k_rot)
         mix = dict(window_size=self.window_size, softmax_weight=self.softmax_weight, linear_weight=self.linear_weight)
         if past_key_values is None:

@@ -12,7 +12,8 @@ def liger_gate(k: torch.Tensor, out_dim: Optional[int] = None, divisor: float = 
 def liger_attention(q, k, v, g, q_rot, k_rot, window_size: int = 64, initial_state=None,
                     output_final_state: bool = False, softmax_weight: float = 0.5, linear_weight: float = 0.5
                     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """o = softmax_weight * SWA(q_rot, k_rot, v) + linear_weight * GLA(softmax(q), softmax(k), v, g, scale=1)."""
+    """o = softmax_weight * SWA(q_rot, k_rot, v) + linear_weight * GLA(softmax(q), softmax(k), v, g, scale=1);
+    g is [B, T, H, D] (a log gate per key) or [B, T, H] (one per head)."""
     o, ht = torch.ops.linattn.liger_attention(q, k, v, g, q_rot, k_rot, window_size, initial_state,
                                               output_final_state, softmax_weight, linear_weight)
     return o, (ht if output_final_state else None)
@@ -43,8 +44,13 @@ def liger_decode(q, k, v, g, q_rot, k_rot, state: LigerState, window_size: int =
     if window_size < 1:
         raise ValueError(f"window_size must be >= 1, got {window_size}")
     T, W = q.shape[1], state.k_rot.shape[1]
-    gla = torch.ops.linattn.fused_recurrent_gla if T <= 64 else torch.ops.linattn.chunk_gla
-    o_lin, h = gla(q.softmax(-1), k.softmax(-1), v, g, 1.0, state.h, True, None)
+    ops = torch.ops.linattn
+    if g.dim() == 4:  # a log gate per key
+        gla = ops.fused_recurrent_gla if T <= 64 else ops.chunk_gla
+        o_lin, h = gla(q.softmax(-1), k.softmax(-1), v, g, 1.0, state.h, True, None)
+    else:  # one per head, [B, T, H]
+        gla = ops.fused_recurrent_simple_gla if T <= 64 else ops.chunk_simple_gla
+        o_lin, h = gla(q.softmax(-1), k.softmax(-1), v, g, None, 1.0, state.h, True, None)
     # The window part runs on [cached keys, new keys]; the cached positions get placeholder queries whose
     # outputs are dropped, and window offsets are relative, so the new queries see exactly their w keys.
     kc, vc = torch.cat([state.k_rot, k_rot], 1), torch.cat([state.v, v], 1)

@@ -83,12 +83,17 @@ void chunk_forward(GlaCall& c, bool force_simt) {
   gpu::chunk_forward<D>(c.p, nullptr);
 }
 
+// o_mix, lin_w, mix_w: Liger's mix in the output write (FwdParams::o_mix), as ops/liger/liger_cuda.cpp sets it.
 std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                            const OptTensor& g, const OptTensor& g_gamma, double scale,
                                            const OptTensor& h0, const OptTensor& cu, bool recurrent, bool final_state,
-                                           bool force_simt) {
+                                           bool force_simt, const OptTensor& o_mix, double lin_w, double mix_w) {
   GlaCall c;
   setup(c, q, k, v, g, g_gamma, scale, h0, cu);
+  const OptTensor mix = c.fence.copy(o_mix, q.scalar_type(), "o_mix");
+  c.p.o_mix = ptr(mix);
+  c.p.lin_w = lin_w;
+  c.p.mix_w = mix_w;
   at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
   at::Tensor ht = final_state ? c.fence.empty({c.p.num_seqs, q.size(2), q.size(3), v.size(3)}, at::kFloat, "ht")
                               : at::empty({0}, at::kFloat);
@@ -143,9 +148,10 @@ void chunk_backward(const linattn::gla::BwdParams& p, Fence& fence, bool force_s
 }
 
 // Returns dq, dk, dv, dg (fp32, [B,T,H,K] or [B,T,H]; empty without gates), dh0 (empty without h0).
+// do_scale: BwdParams::do_scale (Liger's linear weight).
 std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
                                  const OptTensor& g_gamma, double scale, const OptTensor& h0, const OptTensor& cu,
-                                 const at::Tensor& d_o, const OptTensor& dht, bool force_simt) {
+                                 const at::Tensor& d_o, const OptTensor& dht, bool force_simt, double do_scale) {
   GlaCall c;
   setup(c, q, k, v, g, g_gamma, scale, h0, cu);
   linattn::gla::BwdParams p;
@@ -170,6 +176,7 @@ std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const
   p.dg = dg.defined() ? dg.data_ptr() : nullptr;
   p.dg_sum_k = dg.defined() && dg.dim() == 3;
   p.dh0 = dh0.defined() ? dh0.data_ptr() : nullptr;
+  p.do_scale = do_scale;
   if (q.numel() > 0 || dh0.defined()) {
     dispatch_dtype<gpu::DType>(q.scalar_type(),
                                [&]<gpu::DType D>() { chunk_backward<D>(p, c.fence, force_simt); });
@@ -183,10 +190,11 @@ std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const
 
 TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
   m.def("gla_forward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor? g_gamma, float scale, Tensor? h0, "
-        "Tensor? cu_seqlens, bool recurrent, bool final_state, bool force_simt=False) -> (Tensor, Tensor)",
+        "Tensor? cu_seqlens, bool recurrent, bool final_state, bool force_simt=False, Tensor? o_mix=None, "
+        "float lin_w=1.0, float mix_w=0.0) -> (Tensor, Tensor)",
         &forward);
   m.def("gla_backward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor? g_gamma, float scale, Tensor? h0, "
-        "Tensor? cu_seqlens, Tensor do, Tensor? dht, bool force_simt=False) -> Tensor[]",
+        "Tensor? cu_seqlens, Tensor do, Tensor? dht, bool force_simt=False, float do_scale=1.0) -> Tensor[]",
         &backward);
 }
 

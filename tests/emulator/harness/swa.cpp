@@ -71,9 +71,10 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
 
 std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& o,
                                  const at::Tensor& lse, const at::Tensor& d_o, int64_t window, double scale,
-                                 const OptTensor& cu, bool force_simt) {
+                                 const OptTensor& cu, bool force_simt, double do_scale) {
   SwaCall c;
   setup(c, q, k, v, window, scale, cu);
+  c.p.do_scale = do_scale;  // Liger's window weight (Params::do_scale)
   at::Tensor dq = c.fence.empty(q.sizes(), q.scalar_type(), "dq");
   at::Tensor dk = c.fence.empty(k.sizes(), q.scalar_type(), "dk");
   at::Tensor dv = c.fence.empty(v.sizes(), q.scalar_type(), "dv");
@@ -110,7 +111,7 @@ TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
   m.def("swa_forward(Tensor q, Tensor k, Tensor v, int window, float scale, Tensor? cu_seqlens, bool force_simt=False) -> (Tensor, Tensor)",
         &forward);
   m.def("swa_backward(Tensor q, Tensor k, Tensor v, Tensor o, Tensor lse, Tensor do, int window, float scale, "
-        "Tensor? cu_seqlens, bool force_simt=False) -> Tensor[]",
+        "Tensor? cu_seqlens, bool force_simt=False, float do_scale=1.0) -> Tensor[]",
         &backward);
 }
 
