@@ -283,11 +283,16 @@ __global__ void __launch_bounds__(kThreadsTc) tc_ut_kernel(const FwdParams p, co
   invert_unit_lower(sT, sA, scratch);
 
   // Column factors folded into T in fp32, rounded once: W = (T diag(beta Gamma)) K, U = (T diag(beta)) V.
+  // The backward also keeps T itself (its pass 2 solves (I + A)^T dR = dU as dR = T^T dU on tensor cores).
+  T* __restrict__ wt_out = ws.t != nullptr ? static_cast<T*>(ws.t) + (slot * HV + hv) * int64_t(kChunk) * kChunk
+                                           : nullptr;
   for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
     const int i = e / kChunk, j = e % kChunk;
-    const float t = sT[i * kLdf + j] * sbeta[j];
+    const float tij = sT[i * kLdf + j];
+    const float t = tij * sbeta[j];
     st1[i * kLdh + j] = from_float<T>(t * expf(sb[j]));
     st2[i * kLdh + j] = from_float<T>(t);
+    if (wt_out != nullptr) wt_out[e] = from_float<T>(tij);
   }
   __syncthreads();
 
