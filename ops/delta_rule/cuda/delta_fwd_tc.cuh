@@ -10,7 +10,8 @@
 // Two launches:
 //  1. tc_ut_kernel, per (chunk slot, value head), every chunk in parallel: K K^T and Q K^T on tensor cores,
 //     the decay masks and T = (I + A)^{-1} in fp32 (blocked forward substitution), then W and U on tensor
-//     cores. Writes W (input dtype), P (input dtype) and U (fp32) into per-slot workspaces.
+//     cores. Writes W (input dtype), P (input dtype) and U (fp32) into per-slot workspaces, and T (input dtype)
+//     when the backward asks for it (its tensor-core dstates pass, delta_bwd_dstate_tc.cuh, reads P and T).
 //  2. tc_state_kernel, per (sequence, value head, 32-column V tile), chunks in order: the fp32 state slice
 //     [K x 32] lives in wmma accumulators across chunks; per chunk W S0, Q S0, P Vn and K^T (Dm_L Vn) on
 //     tensor cores, the outputs written directly (no per-chunk state workspace). Vn needs all K rows of S0,
