@@ -73,7 +73,7 @@ struct DStateSmemTc {  // byte offsets into the realigned dynamic buffer, for K 
 
 // fp16: the exponent e such that the CTA-wide max |x| times 2^-e is below 2^14, from the per-warp maxima in
 // red[0 .. kWarps - 1] (block_range_max). Read again where it is used (a few shared loads) rather than kept
-// live across the tile loads and products, where registers are scarcest (K = 256 runs at the 255 cap).
+// live across the tile loads and products, where registers are scarcest (K = 256 runs near the 255 cap).
 __device__ __forceinline__ int red_range_exponent(const float* __restrict__ red) {
   float mm = red[0];
   for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
