@@ -1,7 +1,7 @@
 // CUDA backend of the delta-rule ops: float32, float16 and bfloat16 inputs (fp32 beta, gates, states and
 // accumulation). Chunked forwards in fp16 / bf16 run on tensor cores (delta_fwd_tc.cuh) unless
-// LINATTN_DELTA_FORCE_SIMT=1; so does pass 1 (states) of their backward. fp32, the recurrent forward and the
-// other backward passes run on the SIMT kernels. The kernels are torch-free (ops/delta_rule/cuda/); this file checks what they support, picks
+// LINATTN_DELTA_FORCE_SIMT=1; so do passes 1 (states) and 2 (dstates, delta_bwd_dstate_tc.cuh) of their
+// backward. fp32, the recurrent forward and pass 3 of the backward run on the SIMT kernels. The kernels are torch-free (ops/delta_rule/cuda/); this file checks what they support, picks
 // the dtype, allocates the outputs and the backward workspaces with the caching allocator and launches on the
 // current stream of q's device (c10::cuda::getCurrentCUDAStream; c10/cuda headers avoid
 // ATen/cuda/CUDAContext.h, which pulls in cuSPARSE/cuBLAS headers). setup.py and CMakeLists.txt leave this
@@ -69,8 +69,8 @@ std::optional<c10::Device> cuda_device_of(const at::Tensor& q) {
   return q.is_cuda() ? std::optional<c10::Device>(q.device()) : std::nullopt;
 }
 
-// LINATTN_DELTA_FORCE_SIMT=1 keeps fp16 / bf16 chunked forwards and the backward's states pass on the fp32 SIMT
-// kernels, so one GPU session
+// LINATTN_DELTA_FORCE_SIMT=1 keeps fp16 / bf16 chunked forwards and the backward's states and dstates passes on
+// the fp32 SIMT kernels, so one GPU session
 // can compare both paths (a subprocess per setting: the variable is read once).
 bool force_simt() {
   static const bool force = [] {
@@ -82,13 +82,14 @@ bool force_simt() {
 
 // Tensor-core chunked forward (fp16 / bf16). Its workspaces come from the caching allocator on the current
 // device (the caller's guard made it q's): stream-ordered, so freeing them once the launches are queued is
-// safe. The backward does not keep them: its tensor-core states pass allocates its own (tc_workspace).
+// safe. The backward does not keep them: its tensor-core states pass allocates its own (tc_workspace), plus T
+// (backward: true), which its dstates pass reads with P.
 struct TcWorkspace {
-  at::Tensor w, pm, u;
+  at::Tensor w, pm, u, t;
   gpu::TcFwdWorkspace ws;
 };
 
-TcWorkspace tc_workspace(const FwdParams& p, at::ScalarType dtype) {
+TcWorkspace tc_workspace(const FwdParams& p, at::ScalarType dtype, bool backward) {
   const gpu::TcFwdWorkspaceSizes sizes = gpu::tc_fwd_workspace_sizes(p);
   const auto opts = at::TensorOptions().device(c10::Device(c10::DeviceType::CUDA, c10::cuda::current_device()));
   TcWorkspace t;
@@ -98,21 +99,26 @@ TcWorkspace tc_workspace(const FwdParams& p, at::ScalarType dtype) {
   t.ws.w = t.w.data_ptr();
   t.ws.p = t.pm.data_ptr();
   t.ws.u = t.u.data_ptr<float>();
+  if (backward) {
+    t.t = at::empty({sizes.t_elems}, opts.dtype(dtype));
+    t.ws.t = t.t.data_ptr();
+  }
   return t;
 }
 
 template <gpu::DType D>
 void run_chunk_forward_tc(const FwdParams& p, at::ScalarType dtype, cudaStream_t stream) {
-  const TcWorkspace t = tc_workspace(p, dtype);
+  const TcWorkspace t = tc_workspace(p, dtype, false);
   gpu::chunk_forward_tc<D>(p, t.ws, stream);
 }
 
-// The backward's passes: pass 1 (states) on tensor cores for fp16 / bf16 unless LINATTN_DELTA_FORCE_SIMT=1.
+// The backward's passes: passes 1 (states) and 2 (dstates) on tensor cores for fp16 / bf16 unless
+// LINATTN_DELTA_FORCE_SIMT=1.
 template <gpu::DType D>
 void launch_backward(const BwdParams& p, at::ScalarType dtype, const gpu::BwdWorkspace& ws, cudaStream_t stream) {
   if constexpr (D != gpu::DType::kFloat32) {
     if (gpu::tc_forward_supported(D) && !force_simt()) {
-      const TcWorkspace t = tc_workspace(p, dtype);
+      const TcWorkspace t = tc_workspace(p, dtype, true);
       gpu::chunk_backward_tc<D>(p, t.ws, ws, stream);
       return;
     }

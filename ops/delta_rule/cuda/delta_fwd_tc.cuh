@@ -10,7 +10,8 @@
 // Two launches:
 //  1. tc_ut_kernel, per (chunk slot, value head), every chunk in parallel: K K^T and Q K^T on tensor cores,
 //     the decay masks and T = (I + A)^{-1} in fp32 (blocked forward substitution), then W and U on tensor
-//     cores. Writes W (input dtype), P (input dtype) and U (fp32) into per-slot workspaces.
+//     cores. Writes W (input dtype), P (input dtype) and U (fp32) into per-slot workspaces, and T (input dtype)
+//     when the backward asks for it (its tensor-core dstates pass, delta_bwd_dstate_tc.cuh, reads P and T).
 //  2. tc_state_kernel, per (sequence, value head, 32-column V tile), chunks in order: the fp32 state slice
 //     [K x 32] lives in wmma accumulators across chunks; per chunk W S0, Q S0, P Vn and K^T (Dm_L Vn) on
 //     tensor cores, the outputs written directly (no per-chunk state workspace). Vn needs all K rows of S0,
@@ -283,11 +284,16 @@ __global__ void __launch_bounds__(kThreadsTc) tc_ut_kernel(const FwdParams p, co
   invert_unit_lower(sT, sA, scratch);
 
   // Column factors folded into T in fp32, rounded once: W = (T diag(beta Gamma)) K, U = (T diag(beta)) V.
+  // The backward also keeps T itself (its pass 2 solves (I + A)^T dR = dU as dR = T^T dU on tensor cores).
+  T* __restrict__ wt_out = ws.t != nullptr ? static_cast<T*>(ws.t) + (slot * HV + hv) * int64_t(kChunk) * kChunk
+                                           : nullptr;
   for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
     const int i = e / kChunk, j = e % kChunk;
-    const float t = sT[i * kLdf + j] * sbeta[j];
+    const float tij = sT[i * kLdf + j];
+    const float t = tij * sbeta[j];
     st1[i * kLdh + j] = from_float<T>(t * expf(sb[j]));
     st2[i * kLdh + j] = from_float<T>(t);
+    if (wt_out != nullptr) wt_out[e] = from_float<T>(tij);
   }
   __syncthreads();
 

@@ -73,12 +73,16 @@ struct TcFwdWorkspace {
   void* w = nullptr;   // [slots, HV, 64, K] input dtype: W = T diag(beta Gamma) K
   void* p = nullptr;   // [slots, HV, 64, 64] input dtype: P = scale (Dm o Q K^T), lower triangle incl. diagonal
   float* u = nullptr;  // [slots, HV, 64, V] fp32: U = T diag(beta) V
+  void* t = nullptr;   // [slots, HV, 64, 64] input dtype: T = (I + A)^{-1} (lower triangle incl. the unit
+                       // diagonal; identity rows past a chunk's end), written only when set: the backward's
+                       // tensor-core pass 2 reads it, the forward leaves it nullptr
 };
 
 struct TcFwdWorkspaceSizes {
   int64_t w_elems = 0;  // elements of w (input dtype)
   int64_t p_elems = 0;  // elements of p (input dtype)
   int64_t u_elems = 0;  // elements of u (fp32)
+  int64_t t_elems = 0;  // elements of t (input dtype; the backward only)
 };
 
 inline TcFwdWorkspaceSizes tc_fwd_workspace_sizes(const FwdParams& p) {
@@ -87,6 +91,7 @@ inline TcFwdWorkspaceSizes tc_fwd_workspace_sizes(const FwdParams& p) {
   s.w_elems = rows * p.dim_k;
   s.p_elems = rows * kChunkSize;
   s.u_elems = rows * p.dim_v;
+  s.t_elems = rows * kChunkSize;
   return s;
 }
 
@@ -120,16 +125,23 @@ inline void chunk_backward(const BwdParams& p, const BwdWorkspace& ws, cudaStrea
 
 // Backward pass 1 on tensor cores (fp16 / bf16; delta_fwd_tc.cuh): the tensor-core forward's two kernels in a
 // states mode, storing ws.states, ws.u and ws.z with the same meaning as backward_states (ws.u is the forward's
-// Vn = U - W S0). tws: the tensor-core forward's workspaces (tc_fwd_workspace_sizes), scratch here.
+// Vn = U - W S0). tws: the tensor-core forward's workspaces (tc_fwd_workspace_sizes), scratch here; with tws.t
+// set, the UT kernel also stores T there for pass 2.
 template <DType D>
 void backward_states_tc(const FwdParams& p, const TcFwdWorkspace& tws, const BwdWorkspace& ws, cudaStream_t stream);
 
-// The backward with pass 1 on tensor cores; passes 2 and 3 and the group sum are the SIMT ones.
+// Backward pass 2 on tensor cores (fp16 / bf16; delta_bwd_dstate_tc.cuh): stores ws.dstates, ws.dr and p.dh0 with
+// the same meaning as backward_dstates. Reads P and T from tws as backward_states_tc left them (tws.t must be
+// set), and the inputs; nothing from ws.
+template <DType D>
+void backward_dstates_tc(const BwdParams& p, const TcFwdWorkspace& tws, const BwdWorkspace& ws, cudaStream_t stream);
+
+// The backward with passes 1 and 2 on tensor cores; pass 3 and the group sum are the SIMT ones. tws.t must be set.
 template <DType D>
 inline void chunk_backward_tc(const BwdParams& p, const TcFwdWorkspace& tws, const BwdWorkspace& ws,
                               cudaStream_t stream) {
   backward_states_tc<D>(p, tws, ws, stream);
-  backward_dstates<D>(p, ws, stream);
+  backward_dstates_tc<D>(p, tws, ws, stream);
   backward_grads<D>(p, ws, stream);
 }
 

@@ -1,6 +1,6 @@
 // Delta-rule launchers on the emulator; mirrors ops/delta_rule/delta_cuda.cpp (prepare_inputs /
 // make_fwd_params of delta_common.cpp, the backward's fp32 workspaces, dq / dk summed over value-head groups
-// by the kernels, the tensor-core forward and states pass for fp16 / bf16). q and k arrive already
+// by the kernels, the tensor-core forward and the tensor-core states and dstates passes for fp16 / bf16). q and k arrive already
 // L2-normalised when the op asks for it (the glue does that in ATen), except in delta_recurrent_inplace with
 // l2norm_qk, where the recurrent kernel normalises them as it does for the CUDA glue.
 #include <torch/library.h>
@@ -60,11 +60,12 @@ void setup(DeltaCall& c, const at::Tensor& q, const at::Tensor& k, const at::Ten
 // The glue's choice of chunked forward: fp16 / bf16 run on tensor cores unless LINATTN_DELTA_FORCE_SIMT=1
 // (here: force_simt) keeps them on the SIMT kernel.
 struct TcWorkspace {
-  at::Tensor w, pm, u;
+  at::Tensor w, pm, u, t;
   gpu::TcFwdWorkspace ws;
 };
 
-TcWorkspace tc_workspace(DeltaCall& c) {
+// backward: T as well, for the tensor-core dstates pass.
+TcWorkspace tc_workspace(DeltaCall& c, bool backward) {
   const gpu::TcFwdWorkspaceSizes sizes = gpu::tc_fwd_workspace_sizes(c.p);
   TcWorkspace t;
   t.w = c.fence.empty({sizes.w_elems}, c.q.scalar_type(), "tc ws.w");
@@ -73,6 +74,10 @@ TcWorkspace tc_workspace(DeltaCall& c) {
   t.ws.w = t.w.data_ptr();
   t.ws.p = t.pm.data_ptr();
   t.ws.u = t.u.data_ptr<float>();
+  if (backward) {
+    t.t = c.fence.empty({sizes.t_elems}, c.q.scalar_type(), "tc ws.t");
+    t.ws.t = t.t.data_ptr();
+  }
   return t;
 }
 
@@ -80,7 +85,7 @@ template <gpu::DType D>
 void chunk_forward(DeltaCall& c, bool force_simt) {
   if constexpr (D != gpu::DType::kFloat32) {
     if (gpu::tc_forward_supported(D) && !force_simt) {
-      const TcWorkspace t = tc_workspace(c);
+      const TcWorkspace t = tc_workspace(c, false);
       gpu::chunk_forward_tc<D>(c.p, t.ws, nullptr);
       return;
     }
@@ -88,12 +93,12 @@ void chunk_forward(DeltaCall& c, bool force_simt) {
   gpu::chunk_forward<D>(c.p, nullptr);
 }
 
-// The glue's backward: pass 1 (states) on tensor cores for fp16 / bf16 unless force_simt.
+// The glue's backward: passes 1 (states) and 2 (dstates) on tensor cores for fp16 / bf16 unless force_simt.
 template <gpu::DType D>
 void chunk_backward(DeltaCall& c, const linattn::delta::BwdParams& p, const gpu::BwdWorkspace& ws, bool force_simt) {
   if constexpr (D != gpu::DType::kFloat32) {
     if (gpu::tc_forward_supported(D) && !force_simt) {
-      const TcWorkspace t = tc_workspace(c);
+      const TcWorkspace t = tc_workspace(c, true);
       gpu::chunk_backward_tc<D>(p, t.ws, ws, nullptr);
       return;
     }
