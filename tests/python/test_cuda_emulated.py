@@ -697,9 +697,11 @@ def test_liger_attention_fused(emulated, cid):
 def test_emulator_catches_broken_kernels(emulated):
     x, out = emulated("selftest")
     assert "error" not in out, out.get("error")
-    want = torch.arange(64).add(1).remainder(64).float().repeat(2, 1)
+    blocks = 16  # kSelftestBlocks in tests/emulator/selftest/broken_kernels.cuh
+    want = torch.arange(64).add(1).remainder(64).float().repeat(blocks, 1)
     assert torch.equal(out["exchange"], want), "a correct kernel must give exact results"
-    for name, correct in (("missing_barrier", want), ("static_race", torch.arange(63.0, -1.0, -1.0).repeat(2, 1))):
+    mirrored = torch.arange(63.0, -1.0, -1.0).repeat(blocks, 1)
+    for name, correct in (("missing_barrier", want), ("static_race", mirrored)):
         assert isinstance(out[name], torch.Tensor), out[name]
         assert not torch.equal(out[name], correct), f"{name}: a missing __syncthreads went unnoticed"
         assert name in out["racy"], f"{name}: two interleavings gave the same output"

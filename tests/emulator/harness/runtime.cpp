@@ -34,7 +34,7 @@ at::Tensor round_trip(const at::Tensor& x, at::ScalarType dtype) {
   return out;
 }
 
-// Output of one broken kernel ([2 blocks x 64 threads], NaN where nothing was written); emulator errors
+// Output of one broken kernel ([kSelftestBlocks blocks x 64 threads], NaN where nothing was written); emulator errors
 // surface as exceptions.
 at::Tensor selftest(const std::string& name) {
   static const char* names[] = {"exchange",      "missing_barrier",     "static_race",   "divergent_barrier",
@@ -42,7 +42,7 @@ at::Tensor selftest(const std::string& name) {
   for (int i = 0; i < 8; ++i) {
     if (name != names[i]) continue;
     Fence fence;
-    at::Tensor out = fence.empty({2, 64}, at::kFloat, "out");
+    at::Tensor out = fence.empty({broken::kSelftestBlocks, 64}, at::kFloat, "out");
     broken::run(i, out.data_ptr<float>());
     fence.check();
     return out;
