@@ -87,12 +87,14 @@ def beta_from_logits(beta: torch.Tensor, use_beta_sigmoid_in_kernel: bool, allow
     return 2 * b if allow_neg_eigval else b
 
 
-def lightning_decay(num_heads: int, layer_idx: int, num_layers: int, device: torch.device,
-                    dtype: torch.dtype) -> torch.Tensor:
-    """Lightning attention's per-head log decay (fla 0.5's chunk_lightning_attn): head h decays by
-    -8 h / H * (1 - layer_idx / num_layers); head 0 does not decay, and deeper layers decay less."""
+def lightning_decay(q: torch.Tensor, layer_idx: int, num_layers: int) -> torch.Tensor:
+    """Lightning attention's per-head log decay (fla 0.5's chunk_lightning_attn) for q [B, T, H, K]: head h decays
+    by -8 h / H * (1 - layer_idx / num_layers); head 0 does not decay, and deeper layers decay less. float32
+    (float64 for float64 q), like the states."""
     if num_layers < 1 or not 0 <= layer_idx <= num_layers:
         raise ValueError(f"layer_idx must be in [0, num_layers] with num_layers >= 1, got layer_idx={layer_idx}, "
                          f"num_layers={num_layers}")
+    num_heads = q.shape[2]
     rate = 8.0 / num_heads * (1.0 - layer_idx / num_layers)
-    return -rate * torch.arange(num_heads, device=device, dtype=dtype)
+    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    return -rate * torch.arange(num_heads, device=q.device, dtype=dtype)

@@ -149,8 +149,7 @@ def chunk_lightning_attn(
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Lightning attention (fla's chunk_lightning_attn): chunk_simple_gla with the constant per-head log decay
     g_gamma[h] = -8 h / H * (1 - layer_idx / num_layers)."""
-    g_gamma = fla.lightning_decay(q.shape[2], layer_idx, num_layers, q.device,
-                                  torch.float64 if q.dtype == torch.float64 else torch.float32)
+    g_gamma = fla.lightning_decay(q, layer_idx, num_layers)
     return chunk_simple_gla(q, k, v, None, g_gamma, scale, initial_state, output_final_state, cu_seqlens,
                             cu_seqlens_cpu, **kwargs)
 
@@ -170,7 +169,6 @@ def fused_recurrent_lightning_attn(
     **kwargs,
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """Lightning attention step by step (fla's fused_recurrent_lightning_attn, same positional order)."""
-    g_gamma = fla.lightning_decay(q.shape[2], layer_idx, num_layers, q.device,
-                                  torch.float64 if q.dtype == torch.float64 else torch.float32)
+    g_gamma = fla.lightning_decay(q, layer_idx, num_layers)
     return fused_recurrent_simple_gla(q, k, v, None, g_gamma, scale, initial_state, output_final_state, cu_seqlens,
                                       cu_seqlens_cpu, reverse=reverse, **kwargs)
