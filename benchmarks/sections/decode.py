@@ -77,7 +77,8 @@ def run(ctx) -> dict:
             best_fla = f_graph if is_num(f_graph) else f_eager
             rows.append([op, str(B), cell(o_eager, ".4f"), cell(o_graph, ".4f"), cell(f_eager, ".4f"),
                          cell(f_graph, ".4f"), ratio(best_fla, best_ours), cell(floor, ".4f"),
-                         ratio(floor, best_ours), ratio(floor, best_fla)])
+                         # 3 significant digits, not 2 decimals: a CPU dry run's tiny fractions must not print as 0.00
+                         ratio(floor, best_ours, ".3g"), ratio(floor, best_fla, ".3g")])
             ctx.progress(result())
             ctx.log(f"decode {op} B={B}: linattn {show(o_eager, '.4f')} / {show(o_graph, '.4f')} ms, fla "
                     f"{show(f_eager, '.4f')} / {show(f_graph, '.4f')} ms (eager / graph), "
