@@ -15,9 +15,11 @@ from .ops.delta_rule import (
 from .ops.gla import (
     chunk_gla,
     chunk_lightning_attn,
+    chunk_retention,
     chunk_simple_gla,
     fused_recurrent_gla,
     fused_recurrent_lightning_attn,
+    fused_recurrent_retention,
     fused_recurrent_simple_gla,
 )
 from .ops.liger import liger_attention, liger_gate
@@ -38,9 +40,11 @@ __all__ = [
     "fused_recurrent_gated_delta_rule",
     "chunk_gla",
     "chunk_lightning_attn",
+    "chunk_retention",
     "chunk_simple_gla",
     "fused_recurrent_gla",
     "fused_recurrent_lightning_attn",
+    "fused_recurrent_retention",
     "fused_recurrent_simple_gla",
     "has_cuda_kernels",
     "hedgehog_feature_map",

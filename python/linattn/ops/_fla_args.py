@@ -98,3 +98,11 @@ def lightning_decay(q: torch.Tensor, layer_idx: int, num_layers: int) -> torch.T
     rate = 8.0 / num_heads * (1.0 - layer_idx / num_layers)
     dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
     return -rate * torch.arange(num_heads, device=q.device, dtype=dtype)
+
+
+def retention_decay(q: torch.Tensor) -> torch.Tensor:
+    """Retention's per-head log decay (RetNet; fla 0.5's chunk_retention) for q [B, T, H, K]: head h keeps
+    1 - 2^(-5 - h) of its state per token. float32 (float64 for float64 q), like the states."""
+    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    heads = torch.arange(q.shape[2], device=q.device, dtype=dtype)
+    return torch.log1p(-torch.exp2(-5.0 - heads))

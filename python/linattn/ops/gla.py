@@ -8,7 +8,8 @@ w.r.t. q, k, v, the gates and initial_state.
 
 fla 0.5's extra keywords are accepted by keyword (`state_v_first`, `reverse` for the recurrent forms, `chunk_size`,
 `head_first=False`; see _fla_args.py); `gv` is refused. chunk_lightning_attn / fused_recurrent_lightning_attn are
-simple GLA with fla's per-layer lightning decay.
+simple GLA with fla's per-layer lightning decay, chunk_retention / fused_recurrent_retention with RetNet's per-head
+decay.
 """
 from typing import Optional, Tuple
 
@@ -172,3 +173,37 @@ def fused_recurrent_lightning_attn(
     g_gamma = fla.lightning_decay(q, layer_idx, num_layers)
     return fused_recurrent_simple_gla(q, k, v, None, g_gamma, scale, initial_state, output_final_state, cu_seqlens,
                                       cu_seqlens_cpu, reverse=reverse, **kwargs)
+
+
+def chunk_retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+    output_final_state: bool = False,
+    cu_seqlens: Optional[torch.LongTensor] = None,
+    cu_seqlens_cpu: Optional[torch.LongTensor] = None,
+    **kwargs,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Retention (RetNet; fla's chunk_retention): chunk_simple_gla with the constant per-head log decay
+    g_gamma[h] = log(1 - 2^(-5 - h))."""
+    return chunk_simple_gla(q, k, v, None, fla.retention_decay(q), scale, initial_state, output_final_state,
+                            cu_seqlens, cu_seqlens_cpu, **kwargs)
+
+
+def fused_recurrent_retention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: Optional[float] = None,
+    initial_state: Optional[torch.Tensor] = None,
+    output_final_state: bool = False,
+    reverse: bool = False,
+    cu_seqlens: Optional[torch.LongTensor] = None,
+    cu_seqlens_cpu: Optional[torch.LongTensor] = None,
+    **kwargs,
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Retention step by step (fla's fused_recurrent_retention; its state_v_first goes by keyword)."""
+    return fused_recurrent_simple_gla(q, k, v, None, fla.retention_decay(q), scale, initial_state,
+                                      output_final_state, cu_seqlens, cu_seqlens_cpu, reverse=reverse, **kwargs)
