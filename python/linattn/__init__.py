@@ -22,6 +22,7 @@ from .ops.gla import (
     fused_recurrent_retention,
     fused_recurrent_simple_gla,
 )
+from .ops.linear_attn import chunk_linear_attn, fused_recurrent_linear_attn
 from .ops.liger import liger_attention, liger_gate
 from .ops.lolcats import attention_transfer_loss, hedgehog_feature_map, lolcats_attention
 from .ops.mom import mom_combine, mom_dispatch, mom_route
@@ -40,10 +41,12 @@ __all__ = [
     "fused_recurrent_gated_delta_rule",
     "chunk_gla",
     "chunk_lightning_attn",
+    "chunk_linear_attn",
     "chunk_retention",
     "chunk_simple_gla",
     "fused_recurrent_gla",
     "fused_recurrent_lightning_attn",
+    "fused_recurrent_linear_attn",
     "fused_recurrent_retention",
     "fused_recurrent_simple_gla",
     "has_cuda_kernels",

@@ -40,6 +40,10 @@ FLA_052 = {  # (module, positional parameter names, takes **kwargs)
     "fused_chunk_retention": ("retention", ["q", "k", "v"] + _GLA_TAIL + ["cu_seqlens"], True),
     "fused_recurrent_retention": ("retention", ["q", "k", "v"] + _GLA_TAIL + ["reverse", "state_v_first",
                                                                               "cu_seqlens"], True),
+    "chunk_linear_attn": ("linear_attn", ["q", "k", "v"] + _GLA_TAIL + ["normalize", "cu_seqlens"], False),
+    "fused_chunk_linear_attn": ("linear_attn", ["q", "k", "v"] + _GLA_TAIL + ["normalize", "cu_seqlens"], False),
+    "fused_recurrent_linear_attn": ("linear_attn", ["q", "k", "v"] + _GLA_TAIL + ["reverse", "normalize",
+                                                                                  "cu_seqlens"], False),
     "chunk_delta_rule": ("delta_rule", ["q", "k", "v", "beta"] + _GLA_TAIL
                          + ["use_qk_l2norm_in_kernel", "cu_seqlens", "cu_seqlens_cpu"], True),
     "fused_recurrent_delta_rule": ("delta_rule", ["q", "k", "v", "beta"] + _GLA_TAIL
@@ -235,3 +239,101 @@ def test_positional_call_compiles_without_graph_breaks():
     o_ref, ht_ref = gla_recurrence(q, k, v, g, initial_state=h0.transpose(-1, -2), output_final_state=True)
     assert_close(o, o_ref, name="o", **TOL)
     assert_close(ht, ht_ref.transpose(-1, -2), name="final_state", **TOL)
+
+
+def _linear_attn_reference(q, k, v, scale, kv0, z0, reverse, spans):
+    """Unnormalised and normalised outputs, token by token per sequence: S += k v^T, z += k, o = S^T (scale q),
+    o_norm = o / (scale q . z + 1e-10). spans: (batch row, bos, eos); kv0 [N, H, K, V], z0 [N, 1, H, K]."""
+    o = torch.zeros(*q.shape[:3], v.shape[-1], dtype=D64)
+    o_norm, kv_fin, z_fin = o.clone(), [], []
+    for n, (b, bos, eos) in enumerate(spans):
+        S, z = kv0[n].clone(), z0[n, 0].clone()
+        order = range(eos - 1, bos - 1, -1) if reverse else range(bos, eos)
+        for t in order:
+            S = S + k[b, t][:, :, None] * v[b, t][:, None, :]
+            z = z + k[b, t]
+            o[b, t] = torch.einsum("hkv,hk->hv", S, scale * q[b, t])
+            o_norm[b, t] = o[b, t] / ((scale * q[b, t] * z).sum(-1, keepdim=True) + 1e-10)
+        kv_fin.append(S)
+        z_fin.append(z[None])
+    return o, o_norm, torch.stack(kv_fin), torch.stack(z_fin)
+
+
+@pytest.mark.parametrize("name", ["chunk_linear_attn", "fused_chunk_linear_attn", "fused_recurrent_linear_attn"])
+@pytest.mark.parametrize("varlen", [False, True])
+def test_linear_attn_positional_normalized(name, varlen):
+    H, K, V = 2, 4, 3
+    if varlen:
+        cu, T, N = _varlen()
+        B, spans = 1, [(0, s, e) for s, e in zip(cu[:-1].tolist(), cu[1:].tolist())]
+    else:
+        cu, B, T, N = None, 2, 37, 2
+        spans = [(b, 0, T) for b in range(B)]
+    q, k, v = _rand(B, T, H, K), torch.rand(B, T, H, K, dtype=D64) + 0.1, _rand(B, T, H, V)
+    q = q.abs() + 0.1  # keeps every denominator away from 0
+    kv0, z0 = _rand(N, H, K, V), torch.rand(N, 1, H, K, dtype=D64)
+    reverse = name == "fused_recurrent_linear_attn"
+    fn = getattr(fla_ops, name)
+    if reverse:  # scale, initial_state, output_final_state, reverse, normalize, cu_seqlens
+        o, (kv, z) = fn(q, k, v, 0.5, (kv0, z0), True, True, True, cu)
+    else:  # scale, initial_state, output_final_state, normalize, cu_seqlens
+        o, (kv, z) = fn(q, k, v, 0.5, (kv0, z0), True, True, cu)
+    _, o_ref, kv_ref, z_ref = _linear_attn_reference(q, k, v, 0.5, kv0, z0, reverse, spans)
+    assert_close(o, o_ref, name="o", **TOL)
+    assert_close(kv, kv_ref, name="kv_state", **TOL)
+    assert_close(z, z_ref, name="z_state", **TOL)
+
+
+def test_linear_attn_unnormalized_and_defaults():
+    B, T, H, K, V = 2, 21, 2, 3, 4
+    q, k, v = _rand(B, T, H, K), _rand(B, T, H, K), _rand(B, T, H, V)
+    spans = [(b, 0, T) for b in range(B)]
+    o_ref, _, _, _ = _linear_attn_reference(q, k, v, K ** -0.5, torch.zeros(B, H, K, V, dtype=D64),
+                                            torch.zeros(B, 1, H, K, dtype=D64), False, spans)
+    o, ht = linattn.fused_recurrent_linear_attn(q, k, v)  # normalize defaults to False there, as in fla
+    assert ht is None
+    assert_close(o, o_ref, name="o", **TOL)
+    o, state = linattn.chunk_linear_attn(q, k, v, normalize=False)
+    assert state is None
+    assert_close(o, o_ref, name="o", **TOL)
+    o, (kv, z) = linattn.chunk_linear_attn(q, k, v)  # normalize=True: the z pair comes back even without ht
+    assert kv is None and z.shape == (B, 1, H, K)
+
+
+def test_linear_attn_varlen_empty_sequence_keeps_its_z():
+    cu = torch.tensor([0, 9, 9, 20], dtype=torch.long)
+    H, K, V = 1, 3, 2
+    q, k, v = _rand(1, 20, H, K).abs() + 0.1, torch.rand(1, 20, H, K, dtype=D64) + 0.1, _rand(1, 20, H, V)
+    z0 = torch.rand(3, 1, H, K, dtype=D64)
+    for reverse in (False, True):
+        _, (_, z) = linattn.fused_recurrent_linear_attn(q, k, v, initial_state=(_rand(3, H, K, V), z0),
+                                                        reverse=reverse, normalize=True, cu_seqlens=cu)
+        assert_close(z[1], z0[1], name="z_state of the empty sequence", **TOL)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+def test_linear_attn_gradients(reverse):
+    cu = torch.tensor([0, 4, 4, 9], dtype=torch.long)
+    H, K, V = 2, 3, 2
+    q = (_rand(1, 9, H, K).abs() + 0.5).requires_grad_(True)
+    k = (torch.rand(1, 9, H, K, dtype=D64) + 0.5).requires_grad_(True)
+    v = _rand(1, 9, H, V).requires_grad_(True)
+    z0 = (torch.rand(3, 1, H, K, dtype=D64) + 0.5).requires_grad_(True)
+    kv0 = _rand(3, H, K, V).requires_grad_(True)
+
+    def f(q, k, v, kv0, z0):
+        o, (kv, z) = linattn.fused_recurrent_linear_attn(q, k, v, None, (kv0, z0), True, reverse, True, cu)
+        return o, kv, z
+    assert torch.autograd.gradcheck(f, (q, k, v, kv0, z0))
+
+
+def test_linear_attn_compiles_without_graph_breaks():
+    cu = torch.tensor([0, 5, 12], dtype=torch.long)
+    q, k, v = _rand(1, 12, 2, 3).abs() + 0.1, torch.rand(1, 12, 2, 3, dtype=D64) + 0.1, _rand(1, 12, 2, 4)
+    fn = torch.compile(lambda *a: fla_ops.chunk_linear_attn(*a), fullgraph=True)
+    o, (_, z) = fn(q, k, v, None, None, False, True, cu)
+    _, o_loop, _, z_loop = _linear_attn_reference(q, k, v, 3 ** -0.5, torch.zeros(2, 2, 3, 4, dtype=D64),
+                                                  torch.zeros(2, 1, 2, 3, dtype=D64), False,
+                                                  [(0, 0, 5), (0, 5, 12)])
+    assert_close(o, o_loop, name="o", **TOL)
+    assert_close(z, z_loop, name="z_state", **TOL)

@@ -6,6 +6,7 @@ import torch
 
 from ... import ops as _ops
 from ...ops import gla as _gla
+from ...ops import linear_attn as _linear_attn
 
 Tensor = torch.Tensor
 
@@ -92,6 +93,29 @@ def fused_recurrent_retention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[f
     return _gla.fused_recurrent_retention(q, k, v, scale=scale, initial_state=initial_state,
                                           output_final_state=output_final_state, reverse=reverse,
                                           state_v_first=state_v_first, cu_seqlens=cu_seqlens, **kwargs)
+
+
+def chunk_linear_attn(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None, initial_state=None,
+                      output_final_state: bool = False, normalize: bool = True, cu_seqlens: Optional[Tensor] = None):
+    return _linear_attn.chunk_linear_attn(q, k, v, scale=scale, initial_state=initial_state,
+                                          output_final_state=output_final_state, normalize=normalize,
+                                          cu_seqlens=cu_seqlens)
+
+
+def fused_chunk_linear_attn(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None, initial_state=None,
+                            output_final_state: bool = False, normalize: bool = True,
+                            cu_seqlens: Optional[Tensor] = None):
+    return _linear_attn.chunk_linear_attn(q, k, v, scale=scale, initial_state=initial_state,
+                                          output_final_state=output_final_state, normalize=normalize,
+                                          cu_seqlens=cu_seqlens)
+
+
+def fused_recurrent_linear_attn(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None, initial_state=None,
+                                output_final_state: bool = False, reverse: bool = False, normalize: bool = False,
+                                cu_seqlens: Optional[Tensor] = None):
+    return _linear_attn.fused_recurrent_linear_attn(q, k, v, scale=scale, initial_state=initial_state,
+                                                    output_final_state=output_final_state, reverse=reverse,
+                                                    normalize=normalize, cu_seqlens=cu_seqlens)
 
 
 def chunk_delta_rule(q: Tensor, k: Tensor, v: Tensor, beta: Tensor, scale: Optional[float] = None,
