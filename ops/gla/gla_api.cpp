@@ -143,4 +143,29 @@ std::tuple<at::Tensor, at::Tensor> fused_recurrent_lightning_attn(const at::Tens
                                     cu_seqlens);
 }
 
+at::Tensor retention_decay(int64_t num_heads, const at::TensorOptions& options) {
+  TORCH_CHECK(num_heads >= 1, "retention_decay: num_heads must be >= 1, got ", num_heads);
+  return at::log1p(at::exp2(at::arange(num_heads, options).add(5.0).neg()).neg());
+}
+
+std::tuple<at::Tensor, at::Tensor> chunk_retention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                   std::optional<double> scale,
+                                                   const std::optional<at::Tensor>& initial_state,
+                                                   bool output_final_state,
+                                                   const std::optional<at::Tensor>& cu_seqlens) {
+  TORCH_CHECK(q.dim() == 4, "chunk_retention: q must be [B, T, H, K], got ", q.sizes());
+  return chunk_simple_gla(q, k, v, std::nullopt, retention_decay(q.size(2), decay_options(q)), scale, initial_state,
+                          output_final_state, cu_seqlens);
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_recurrent_retention(const at::Tensor& q, const at::Tensor& k,
+                                                             const at::Tensor& v, std::optional<double> scale,
+                                                             const std::optional<at::Tensor>& initial_state,
+                                                             bool output_final_state,
+                                                             const std::optional<at::Tensor>& cu_seqlens) {
+  TORCH_CHECK(q.dim() == 4, "fused_recurrent_retention: q must be [B, T, H, K], got ", q.sizes());
+  return fused_recurrent_simple_gla(q, k, v, std::nullopt, retention_decay(q.size(2), decay_options(q)), scale,
+                                    initial_state, output_final_state, cu_seqlens);
+}
+
 }  // namespace linattn

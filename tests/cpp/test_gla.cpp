@@ -1,5 +1,6 @@
 // The GLA C++ API from LibTorch: values against the definition, gradients through torch::autograd, errors.
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <cmath>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -120,6 +121,23 @@ TEST(LightningAttn, SimpleGlaWithTheLayerDecay) {
   expect_close(o2, ro, 1e-10, "recurrent o");
   expect_close(h2, rh, 1e-10, "recurrent final_state");
   EXPECT_THROW(linattn::chunk_lightning_attn(in.q, in.k, in.v, 7, layers), c10::Error);
+}
+
+TEST(Retention, SimpleGlaWithTheRetNetDecay) {
+  torch::manual_seed(16);
+  const int64_t H = 3;
+  const auto in = make_inputs(2, 67, H, 5, 4);
+  // head h keeps 1 - 2^(-5 - h) of its state per step (RetNet), written out here
+  std::vector<double> rates;
+  for (int64_t h = 0; h < H; ++h) rates.push_back(std::log(1.0 - std::pow(2.0, -5.0 - double(h))));
+  const torch::Tensor expanded = torch::tensor(rates, torch::kFloat64).view({1, 1, H, 1}).expand({2, 67, H, 5});
+  auto [ro, rh] = reference(in.q, in.k, in.v, expanded, 0.25, in.h0);
+  auto [o, ht] = linattn::chunk_retention(in.q, in.k, in.v, 0.25, in.h0, true);
+  expect_close(o, ro, 1e-10, "chunk o");
+  expect_close(ht, rh, 1e-10, "chunk final_state");
+  auto [o2, h2] = linattn::fused_recurrent_retention(in.q, in.k, in.v, 0.25, in.h0, true);
+  expect_close(o2, ro, 1e-10, "recurrent o");
+  expect_close(h2, rh, 1e-10, "recurrent final_state");
 }
 
 TEST(FusedRecurrentGla, VarlenMatchesPerSequence) {

@@ -1,5 +1,5 @@
 #pragma once
-// Gated linear attention (GLA) and its scalar-gate form (simple GLA / lightning decay).
+// Gated linear attention (GLA) and its scalar-gate form (simple GLA; lightning and retention decays).
 //
 // Layout [B, T, H, D]; varlen via cu_seqlens (int64 [N+1], B == 1). Every function returns
 // (o, final_state): o is [B, T, H, V] in q's dtype, final_state is [N, H, K, V] in float32 (float64 for
@@ -60,5 +60,19 @@ LINATTN_API std::tuple<at::Tensor, at::Tensor> fused_recurrent_lightning_attn(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t layer_idx, int64_t num_layers,
     std::optional<double> scale = std::nullopt, const std::optional<at::Tensor>& initial_state = std::nullopt,
     bool output_final_state = false, const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+// Retention (RetNet; fla's chunk_retention / fused_recurrent_retention): simple GLA with the constant per-head log
+// decay retention_decay(H) = log(1 - 2^(-5 - h)) for head h.
+LINATTN_API at::Tensor retention_decay(int64_t num_heads, const at::TensorOptions& options);
+
+LINATTN_API std::tuple<at::Tensor, at::Tensor> chunk_retention(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::optional<double> scale = std::nullopt,
+    const std::optional<at::Tensor>& initial_state = std::nullopt, bool output_final_state = false,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
+
+LINATTN_API std::tuple<at::Tensor, at::Tensor> fused_recurrent_retention(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, std::optional<double> scale = std::nullopt,
+    const std::optional<at::Tensor>& initial_state = std::nullopt, bool output_final_state = false,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt);
 
 }  // namespace linattn
