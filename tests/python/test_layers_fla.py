@@ -125,6 +125,8 @@ def test_fla_defaults():
             gla.gate_logit_normalizer, gla.gate_low_rank_dim) == ("chunk", 1024, 512, 1024, 4, False, 16, 16)
     sgla = SimpleGatedLinearAttention()
     assert (sgla.key_dim, sgla.value_dim, sgla.use_short_conv, sgla.conv_size) == (1024, 1024, True, 4)
+    # fla's count: key_dim * head_v_dim for the recurrent state + channels * kernel per convolution
+    assert SimpleGatedLinearAttention(hidden_size=32, num_heads=4).state_size() == 32 * 8 + 3 * 32 * 4
     dn = DeltaNet()
     assert (dn.hidden_size, dn.key_dim, dn.num_heads, dn.use_beta, dn.use_gate, dn.qk_activation, dn.qk_norm) == \
         (1024, 1024, 4, True, False, "silu", "l2")

@@ -202,6 +202,12 @@ class SimpleGatedLinearAttention(_GlaFamily):
         self._make_norm(True)
         self.o_proj = nn.Linear(self.value_dim, hidden_size, bias=False)
 
+    def state_size(self, **kwargs) -> int:
+        """Numbers of state per sequence, counted as fla counts them: key_dim * head_v_dim for the recurrent state
+        plus channels * kernel size per short convolution."""
+        convs = [m for m in self.children() if isinstance(m, ShortConvolution)]
+        return self.key_dim * self.head_v_dim + sum(c.in_channels * c.kernel_size[0] for c in convs)
+
     def _decay(self, x: torch.Tensor):
         """(per-step log gate [.., H] or None, constant per-head log decay [H] or None)."""
         return F.logsigmoid(_at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer, None
