@@ -298,6 +298,25 @@ def test_decode_with_left_padding(name):
     assert_close(got, full, name=name, **TOL)
 
 
+@pytest.mark.parametrize("name", ["gla_gqa_conv_fmap", "sgla", "deltanet", "gdn"])
+def test_fully_padded_row_and_padded_decode_step(name):
+    # An all-padding row is an empty sequence (zero output, state untouched); a decode step whose token is padding
+    # changes nothing for that row, exactly as in the full forward with the same mask.
+    layer = make(name).eval()
+    x = torch.randn(2, 70, D, dtype=torch.float64)
+    mask = torch.ones(2, 70, dtype=torch.long)
+    mask[1] = 0
+    o = layer(x, attention_mask=mask)[0]
+    assert_close(o[:1], reference(layer, x[:1]), name=name, **TOL)
+    assert torch.equal(o[1], torch.zeros_like(o[1]))
+    mask = torch.ones(2, 30, dtype=torch.long)
+    mask[0, 25] = 0
+    with torch.no_grad():
+        full = layer(x[:, :30], attention_mask=mask)[0]
+        got, _ = decode(layer, x[:, :30], 20, None, mask=mask)
+    assert_close(got, full, name=name, **TOL)
+
+
 @pytest.mark.parametrize("name", ["gla_gqa_conv_fmap", "sgla", "deltanet", "gdn_gva_neg_nogate"])
 def test_decode_varlen(name):
     # Three packed sequences prefilled with cu_seqlens, then one token per sequence per step (B = 1, T = 3).
