@@ -5,7 +5,7 @@ tokens routed to it, in token order, as one packed varlen batch, and the outputs
 weights. An optional shared memory sees every token with weight 1.
 """
 import math
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ..ops.delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from ..ops.mom import mom_combine, mom_dispatch, mom_route
 from .cache import StateCache, read_layer_state, write_layer_state
-from .modules import GatedRMSNorm, RMSNorm, ShortConvolution, _at_least_fp32  # noqa: F401  (re-exported)
+from .modules import GatedRMSNorm, RMSNorm, ShortConvolution, _at_least_fp32
 
 
 class MomState(NamedTuple):
