@@ -9,7 +9,7 @@ import time
 import torch
 
 import linattn
-from linattn.layers import DeltaNet, GatedDeltaNet, GatedLinearAttention, SimpleGatedLinearAttention
+from linattn.layers import DeltaNet, GatedDeltaNet, GatedLinearAttention, LightningAttention, SimpleGatedLinearAttention
 
 
 def _sync(device):
@@ -23,7 +23,7 @@ def run_layer(name, layer, device, dtype, B, T, hidden):
     layer.train()
     _sync(device)
     t0 = time.perf_counter()
-    y, _ = layer(x)
+    y, _, _ = layer(x)  # fla's (output, attentions, cache) tuple
     y.float().square().mean().backward()
     _sync(device)
     train_ms = (time.perf_counter() - t0) * 1e3
@@ -34,17 +34,17 @@ def run_layer(name, layer, device, dtype, B, T, hidden):
     with torch.no_grad():
         lens = [T // 3, T - T // 3]
         cu = torch.tensor([0, lens[0], T], device=device)
-        packed, _ = layer(x[:1].detach(), cu_seqlens=cu)
+        packed = layer(x[:1].detach(), cu_seqlens=cu)[0]
         parts = [layer(x[:1, :lens[0]].detach())[0], layer(x[:1, lens[0]:].detach())[0]]
         varlen_err = (packed - torch.cat(parts, 1)).abs().max().item()
 
-        # Decoding: prefill half, then one token at a time with the carried state.
-        full, _ = layer(x.detach())
+        # Decoding: prefill half, then one token at a time through the cache (a StateCache made by the first call).
+        full = layer(x.detach())[0]
         half = T // 2
-        out, state = layer(x[:, :half].detach(), use_cache=True)
+        out, _, cache = layer(x[:, :half].detach(), use_cache=True)
         steps = [out]
         for t in range(half, T):
-            o, state = layer(x[:, t:t + 1].detach(), state=state, use_cache=True)
+            o, _, cache = layer(x[:, t:t + 1].detach(), past_key_values=cache, use_cache=True)
             steps.append(o)
         decode_err = (torch.cat(steps, 1) - full).abs().max().item()
     print(f"  {name:<28} train step {train_ms:8.1f} ms  grads finite: {grad_ok}  "
@@ -143,15 +143,17 @@ def main(argv=None):
     print(f"linattn {linattn.__version__} | torch {torch.__version__} | device {device} | dtype {dtype} | "
           f"CUDA kernels built: {linattn.has_cuda_kernels()}")
     print(f"B={args.batch} T={args.seqlen} hidden={args.hidden} heads={args.heads}")
+    H, hid = args.heads, args.hidden
+    # The layers take fla 0.5.2's constructor keywords (fla checkpoints load into them).
     layers = [
         ("GatedLinearAttention (chunk_gla / fused_recurrent_gla)",
-         GatedLinearAttention(args.hidden, args.heads)),
-        ("SimpleGLA data gate (chunk_simple_gla)", SimpleGatedLinearAttention(args.hidden, args.heads, decay="data")),
-        ("Lightning fixed decay (g_gamma)", SimpleGatedLinearAttention(args.hidden, args.heads, decay="fixed")),
-        ("DeltaNet (chunk_delta_rule / fused_recurrent_delta_rule)",
-         DeltaNet(args.hidden, args.heads, head_dim=args.hidden // args.heads)),
+         GatedLinearAttention(hidden_size=hid, num_heads=H)),
+        ("SimpleGLA data gate, short convs (chunk_simple_gla)",
+         SimpleGatedLinearAttention(hidden_size=hid, num_heads=H)),
+        ("Lightning fixed decay (g_gamma)", LightningAttention(hidden_size=hid, num_heads=H)),
+        ("DeltaNet (chunk_delta_rule / fused_recurrent_delta_rule)", DeltaNet(hidden_size=hid, num_heads=H)),
         ("GatedDeltaNet, 2x value heads (chunk_gated_delta_rule)",
-         GatedDeltaNet(args.hidden, args.heads, head_dim=args.hidden // args.heads // 2, num_v_heads=2 * args.heads)),
+         GatedDeltaNet(hidden_size=hid, num_heads=H, head_dim=hid // H // 2, num_v_heads=2 * H, expand_v=1)),
     ]
     ok = True
     for name, layer in layers:

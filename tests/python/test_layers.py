@@ -1,91 +1,61 @@
-"""Layers: the op-backed layer equals the same layer computed with the float64 reference recurrence, and
-decoding token by token with the carried state equals the full forward."""
+"""Layers: the op-backed layers (with the fla-style constructors) equal the float64 token-by-token reference of
+layer_reference.py and backpropagate, decoding token by token through the cache equals the full forward, and
+LightningAttention's constant decays are the documented ones. test_layers_fla.py covers fla compatibility."""
+import math
+
 import pytest
 import torch
-import torch.nn.functional as F
 
-from linattn.layers import GatedLinearAttention, SimpleGatedLinearAttention
-from linattn.reference import gla_recurrence
+from linattn.layers import (DeltaNet, GatedDeltaNet, GatedLinearAttention, LightningAttention,
+                            SimpleGatedLinearAttention)
 from helpers import assert_close
+from layer_reference import randomize, reference
+
+LAYERS = {
+    "gla": lambda: GatedLinearAttention(hidden_size=64, num_heads=4, gate_low_rank_dim=8),
+    "simple_gla": lambda: SimpleGatedLinearAttention(hidden_size=64, num_heads=2),
+    "lightning": lambda: LightningAttention(hidden_size=64, num_heads=4),
+    "deltanet": lambda: DeltaNet(hidden_size=48, num_heads=2, expand_k=0.5),
+    "gated_deltanet": lambda: GatedDeltaNet(hidden_size=48, num_heads=2, head_dim=8, num_v_heads=4, expand_v=1),
+}
 
 
-def reference_layer(layer, x):
-    q = layer._heads(layer.q_proj(x), layer.head_k)
-    k = layer._heads(layer.k_proj(x), layer.head_k)
-    v = layer._heads(layer.v_proj(x), layer.head_v)
-    if isinstance(layer, GatedLinearAttention):
-        g, gamma = layer._heads(F.logsigmoid(layer.gk_proj(x)) / layer.gate_logit_normalizer, layer.head_k), None
-    elif layer.decay == "data":
-        g, gamma = F.logsigmoid(layer.gh_proj(x)) / layer.gate_logit_normalizer, None
-    else:
-        g, gamma = None, layer.g_gamma.double()
-    o, _ = gla_recurrence(q, k, v, g, gamma)
-    return layer._finish(x, o)
+def hidden(layer):
+    return layer.hidden_size
 
 
-LAYERS = [
-    lambda: GatedLinearAttention(64, 4, gate_low_rank_dim=8),
-    lambda: SimpleGatedLinearAttention(64, 2, decay="data"),
-    lambda: SimpleGatedLinearAttention(64, 4, decay="fixed"),
-]
-
-
-@pytest.mark.parametrize("make", LAYERS, ids=["gla", "simple_gla", "lightning"])
-def test_layer_matches_reference_and_backprops(make):
-    layer = make().double()
-    x = torch.randn(2, 90, 64, dtype=torch.float64, requires_grad=True)
-    y, _ = layer(x)
-    assert_close(y, reference_layer(layer, x), atol=1e-9, rtol=1e-9)
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_matches_reference_and_backprops(name):
+    layer = randomize(LAYERS[name]().double())
+    x = torch.randn(2, 90, hidden(layer), dtype=torch.float64, requires_grad=True)
+    y, _, _ = layer(x)
+    assert_close(y, reference(layer, x), atol=1e-9, rtol=1e-9, name=name)
     y.square().mean().backward()
     assert x.grad is not None and all(p.grad is not None for p in layer.parameters())
 
 
-@pytest.mark.parametrize("make", LAYERS, ids=["gla", "simple_gla", "lightning"])
-def test_decode_equals_prefill(make):
-    layer = make().double().eval()
-    x = torch.randn(2, 75, 64, dtype=torch.float64)
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_decode_equals_prefill(name):
+    layer = randomize(LAYERS[name]().double()).eval()
+    x = torch.randn(2, 75, hidden(layer), dtype=torch.float64)
     with torch.no_grad():
-        full, _ = layer(x)
-        out, state = layer(x[:, :40], use_cache=True)
+        full, _, _ = layer(x)
+        out, _, cache = layer(x[:, :40], use_cache=True)
         pieces = [out]
         for t in range(40, 75):
-            o, state = layer(x[:, t:t + 1], state=state, use_cache=True)
+            o, _, cache = layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)
             pieces.append(o)
-    assert_close(torch.cat(pieces, 1), full, atol=1e-10, rtol=1e-10)
+    assert_close(torch.cat(pieces, 1), full, atol=1e-10, rtol=1e-10, name=name)
+
+
+def test_lightning_decays():
+    retnet = LightningAttention(hidden_size=32, num_heads=4)
+    assert not hasattr(retnet, "gk_proj") and "g_gamma" not in retnet.state_dict()
+    assert_close(retnet.g_gamma, torch.tensor([math.log(1 - 2 ** (-5 - h)) for h in range(4)]), atol=1e-7, rtol=0)
+    lightning = LightningAttention(hidden_size=32, num_heads=4, layer_idx=2, num_layers=8)
+    assert_close(lightning.g_gamma, torch.tensor([-8 * h / 4 * (1 - 2 / 8) for h in range(4)]), atol=1e-7, rtol=0)
 
 
 def test_bad_mode():
-    with pytest.raises(ValueError, match="mode must be"):
-        GatedLinearAttention(64, 4, mode="parallel")
-
-
-DELTA_LAYERS = [
-    lambda: __import__("linattn").layers.DeltaNet(48, 2, head_dim=12),
-    lambda: __import__("linattn").layers.GatedDeltaNet(48, 2, head_dim=8, num_v_heads=4),
-]
-
-
-@pytest.mark.parametrize("make", DELTA_LAYERS, ids=["deltanet", "gated_deltanet"])
-def test_delta_layers_decode_equals_prefill_and_match_reference(make):
-    from linattn.reference import delta_rule_recurrence
-
-    layer = make().double().eval()
-    x = torch.randn(2, 75, 48, dtype=torch.float64)
-    with torch.no_grad():
-        full, _ = layer(x)
-        out, state = layer(x[:, :40], use_cache=True)
-        pieces = [out]
-        for t in range(40, 75):
-            o, state = layer(x[:, t:t + 1], state=state, use_cache=True)
-            pieces.append(o)
-        assert_close(torch.cat(pieces, 1), full, atol=1e-10, rtol=1e-10)
-
-        B, T = 2, 75
-        q = F.silu(layer.q_proj(x)).view(B, T, layer.num_heads, layer.head_k)
-        k = F.silu(layer.k_proj(x)).view(B, T, layer.num_heads, layer.head_k)
-        v = F.silu(layer.v_proj(x)).view(B, T, layer.num_v_heads, layer.head_v)
-        beta = torch.sigmoid(layer.b_proj(x))
-        g = -layer.A_log.exp() * F.softplus(layer.a_proj(x) + layer.dt_bias) if layer.gated else None
-        o, _ = delta_rule_recurrence(q, k, v, beta, g, use_qk_l2norm_in_kernel=True)
-        o = layer.o_norm(o, layer.g_proj(x).view(B, T, layer.num_v_heads, layer.head_v))
-        assert_close(layer.o_proj(o.reshape(B, T, -1)), full, atol=1e-10, rtol=1e-10)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        GatedLinearAttention(mode="parallel")

@@ -1,8 +1,10 @@
 """Where the linearized attention layers keep their decoding state between calls.
 
-Two kinds of cache are accepted as `past_key_values`:
+Three kinds of cache are accepted as `past_key_values`:
 
 * `StateCache` (this module), for callers driving the layers themselves;
+* a plain dict {layer_idx: state} (the fla-style layers and MomAttention; `read_layer_state` /
+  `write_layer_state`);
 * a Hugging Face `transformers` Cache (what `generate` creates): the layer's slot in `cache.layers` is replaced
   by a `DynamicLayer` subclass that holds the linattn state instead of the full keys and values and reports
   the number of tokens seen, so position ids, masks and `get_seq_length` keep working. The window and the
@@ -11,9 +13,23 @@ Two kinds of cache are accepted as `past_key_values`:
 A state is a NamedTuple of tensors with the batch first (LolcatsState, LigerState), so beam search reorders
 it with one index_select per field.
 """
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import torch
+
+
+class LinearAttentionState(NamedTuple):
+    """Decoding state of one GatedLinearAttention / SimpleGatedLinearAttention / DeltaNet / GatedDeltaNet layer,
+    batch (sequence) first so caches can reorder beams on dim 0.
+
+    recurrent [N, H, K, V]: linattn's layout (fla keeps [N, H, V, K]; the caches are not interchangeable), float32
+    (float64 for float64 inputs). conv_q / conv_k / conv_v [N, C, W-1]: the last W-1 projections seen before each
+    short convolution, oldest first, in the activations' dtype; width 0 when the layer has no convolutions.
+    """
+    recurrent: torch.Tensor
+    conv_q: torch.Tensor
+    conv_k: torch.Tensor
+    conv_v: torch.Tensor
 
 
 class StateCache:
@@ -118,3 +134,24 @@ def set_state(cache, layer_idx: int, state, new_tokens: int) -> None:
     slot = _hf_slot(cache, layer_idx)
     slot.linattn_state = state
     slot.linattn_seen += new_tokens
+
+
+def _cache_key(layer_idx: Optional[int]) -> int:
+    # A layer built without layer_idx (fla's default None) uses slot 0, as a single layer driven alone would.
+    return 0 if layer_idx is None else layer_idx
+
+
+def read_layer_state(cache, layer_idx: Optional[int]):
+    """The state stored for layer_idx in a StateCache, transformers Cache or dict; None when there is none yet."""
+    if cache is None:
+        return None
+    if isinstance(cache, dict):
+        return cache.get(_cache_key(layer_idx))
+    return get_state(cache, _cache_key(layer_idx))
+
+
+def write_layer_state(cache, layer_idx: Optional[int], state, new_tokens: int) -> None:
+    if isinstance(cache, dict):
+        cache[_cache_key(layer_idx)] = state
+    else:
+        set_state(cache, _cache_key(layer_idx), state, new_tokens)

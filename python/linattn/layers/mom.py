@@ -5,7 +5,7 @@ tokens routed to it, in token order, as one packed varlen batch, and the outputs
 weights. An optional shared memory sees every token with weight 1.
 """
 import math
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from ..ops.delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
 from ..ops.mom import mom_combine, mom_dispatch, mom_route
-from .cache import StateCache, get_state, set_state
-from .gla import GatedRMSNorm, _at_least_fp32
+from .cache import StateCache, read_layer_state, write_layer_state
+from .modules import GatedRMSNorm, RMSNorm, ShortConvolution, _at_least_fp32
 
 
 class MomState(NamedTuple):
@@ -34,67 +34,6 @@ class MomState(NamedTuple):
     shared_conv_q: torch.Tensor
     shared_conv_k: torch.Tensor
     shared_conv_v: torch.Tensor
-
-
-class ShortConvolution(nn.Conv1d):
-    """Causal depthwise convolution over time followed by SiLU; weight [channels, 1, kernel] as fla's
-    ShortConvolution. Works on packed sequences: every sequence starts from its own initial state (zeros when
-    none), so nothing leaks from one sequence into the next."""
-
-    def __init__(self, hidden_size: int, kernel_size: int, bias: bool = False):
-        super().__init__(hidden_size, hidden_size, kernel_size, groups=hidden_size, bias=bias,
-                         padding=kernel_size - 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, T, C] -> [B, T, C], every batch row from a zero state (nn.Conv1d's own forward is not causal)."""
-        B, T, C = x.shape
-        y, _ = self.packed(x.reshape(B * T, C), torch.arange(B + 1, device=x.device) * T)
-        return y.view(B, T, C)
-
-    def packed(self, x: torch.Tensor, cu_seqlens: torch.Tensor, initial_state: Optional[torch.Tensor] = None
-               ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """x [R, C] rows of N packed sequences; initial_state [N, C, W-1] -> (y [R, C], final state [N, C, W-1])."""
-        R, C = x.shape
-        W = self.kernel_size[0]
-        N = cu_seqlens.numel() - 1
-        if initial_state is None:
-            initial_state = x.new_zeros(N, C, W - 1)
-        # One gather reads every tap from either the packed rows or the sequence's own initial state, so the
-        # sequences are independent without a Python loop over them.
-        buf = torch.cat([x, initial_state.to(x.dtype).transpose(1, 2).reshape(N * (W - 1), C)], 0)
-        starts, lengths = cu_seqlens[:-1], cu_seqlens.diff()
-        seq = torch.repeat_interleave(torch.arange(N, device=x.device), lengths, output_size=R)
-        row = torch.arange(R, device=x.device)
-        pos = row - starts[seq]
-        lag = torch.arange(W, device=x.device)
-
-        def source(r, p, n, d):
-            # Input d steps before the position p of sequence n (row r): a packed row, or initial state column.
-            return torch.where(p >= d, r - d, R + n * (W - 1) + (W - 1) - (d - p))
-
-        taps = buf[source(row[:, None], pos[:, None], seq[:, None], lag)]  # [R, W, C], lag-major
-        w = self.weight[:, 0, :].flip(-1).t().to(x.dtype)  # [W, C]; conv1d correlates, so lag d uses w[W-1-d]
-        y = (taps * w).sum(1)
-        if self.bias is not None:
-            y = y + self.bias.to(x.dtype)
-        col = torch.arange(W - 1, device=x.device)
-        ends, n = cu_seqlens[1:, None], torch.arange(N, device=x.device)[:, None]
-        final = buf[source(ends, lengths[:, None], n, (W - 1) - col)].transpose(1, 2)  # [N, C, W-1]
-        return F.silu(y), final
-
-
-class RMSNorm(nn.Module):
-    """RMSNorm over the head dim (weight only), the output norm when use_output_gate=False."""
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(dim))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = _at_least_fp32(x)
-        y = x32 * torch.rsqrt(x32.square().mean(-1, keepdim=True) + self.eps)
-        return (y * self.weight.to(x32.dtype)).to(x.dtype)
 
 
 def load_balancing_loss(router_logits: Union[torch.Tensor, Sequence[torch.Tensor]], num_memories: int,
@@ -239,19 +178,10 @@ class MomAttention(nn.Module):
                         z(B, S, self.value_dim, W1))
 
     def _read_cache(self, cache):
-        if cache is None:
-            return None
-        key = self.layer_idx or 0
-        if isinstance(cache, dict):
-            return cache.get(key)
-        return get_state(cache, key)
+        return read_layer_state(cache, self.layer_idx)
 
     def _write_cache(self, cache, state: MomState, new_tokens: int):
-        key = self.layer_idx or 0
-        if isinstance(cache, dict):
-            cache[key] = state
-        else:
-            set_state(cache, key, state, new_tokens)
+        write_layer_state(cache, self.layer_idx, state, new_tokens)
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 past_key_values=None, use_cache: Optional[bool] = False, output_attentions: Optional[bool] = False,
