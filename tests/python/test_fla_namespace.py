@@ -72,6 +72,12 @@ def test_parameter_lists_match_fla(name):
     assert any(s.kind == s.VAR_KEYWORD for s in sig.values()) == var_kw
 
 
+def test_layers_namespace():
+    import linattn.fla.layers as fla_layers
+    for name in ("DeltaNet", "GatedDeltaNet", "GatedLinearAttention", "MomAttention", "SimpleGatedLinearAttention"):
+        assert getattr(fla_layers, name) is getattr(linattn.layers, name)
+
+
 def test_gdn_aliases():
     assert fla_ops.chunk_gdn is fla_ops.chunk_gated_delta_rule
     assert fla_ops.fused_recurrent_gdn is fla_ops.fused_recurrent_gated_delta_rule
