@@ -71,6 +71,21 @@ class FlaTokenMixer(nn.Module):
             cu_seqlens = cu_seqlens.to(hidden_states.device, torch.long)
         return cu_seqlens
 
+    def _unpadded_inputs(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor],
+                         past_key_values, use_cache: bool, kwargs: dict):
+        """The prologue of the layers that drop padded tokens: checks, unpadding (a mask becomes packed sequences)
+        and the cache read -> (x, indices for repad or None, cu_seqlens or None, cache to return, cached state)."""
+        cu_seqlens = self._check_inputs(hidden_states, attention_mask, kwargs)
+        if cu_seqlens is not None and attention_mask is not None:
+            raise ValueError("pass either cu_seqlens or attention_mask, not both")
+        B, T, _ = hidden_states.shape
+        x, indices = hidden_states, None
+        if attention_mask is not None:
+            x, indices, cu_seqlens = unpad(hidden_states, attention_mask[:, -T:])
+        num_seqs = B if cu_seqlens is None else cu_seqlens.numel() - 1
+        past_key_values, state = self._read_state(past_key_values, bool(use_cache), num_seqs)
+        return x, indices, cu_seqlens, past_key_values, state
+
     def _read_state(self, past_key_values, use_cache: bool, num_seqs: int):
         """(cache to return, cached LinearAttentionState or None). use_cache without a cache starts a StateCache."""
         if use_cache and past_key_values is None:

@@ -14,7 +14,7 @@ from ..ops.delta_rule import (
     fused_recurrent_delta_rule,
     fused_recurrent_gated_delta_rule,
 )
-from .base import FlaTokenMixer, check_mode, heads_multiple, repad, unpad
+from .base import FlaTokenMixer, check_mode, heads_multiple, repad
 from .modules import GatedRMSNorm, RMSNorm, ShortConvolution, _at_least_fp32
 
 _CONV_WARNING = ("use_short_conv=False: fla warns that the short convolutions matter a lot for quality; turn them "
@@ -41,15 +41,9 @@ class _DeltaFamily(FlaTokenMixer):
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 past_key_values=None, use_cache: Optional[bool] = False, output_attentions: Optional[bool] = False,
                 **kwargs):
-        cu_seqlens = self._check_inputs(hidden_states, attention_mask, kwargs)
-        if cu_seqlens is not None and attention_mask is not None:
-            raise ValueError("pass either cu_seqlens or attention_mask, not both")
         B, T, _ = hidden_states.shape
-        x, indices = hidden_states, None
-        if attention_mask is not None:
-            x, indices, cu_seqlens = unpad(hidden_states, attention_mask[:, -T:])
-        num_seqs = B if cu_seqlens is None else cu_seqlens.numel() - 1
-        past_key_values, state = self._read_state(past_key_values, bool(use_cache), num_seqs)
+        x, indices, cu_seqlens, past_key_values, state = self._unpadded_inputs(hidden_states, attention_mask,
+                                                                               past_key_values, use_cache, kwargs)
 
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         conv_states = None

@@ -7,7 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
-from .base import FlaTokenMixer, check_mode, heads_multiple, repad, unpad
+from .base import FlaTokenMixer, check_mode, heads_multiple, repad
 from .modules import GatedRMSNorm, RMSNorm, ShortConvolution, _at_least_fp32, activation
 
 __all__ = ["GatedLinearAttention", "SimpleGatedLinearAttention", "LightningAttention", "GatedRMSNorm"]
@@ -125,15 +125,9 @@ class GatedLinearAttention(_GlaFamily):
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 past_key_values=None, use_cache: Optional[bool] = False, output_attentions: Optional[bool] = False,
                 **kwargs):
-        cu_seqlens = self._check_inputs(hidden_states, attention_mask, kwargs)
-        if cu_seqlens is not None and attention_mask is not None:
-            raise ValueError("pass either cu_seqlens or attention_mask, not both")
         B, T, _ = hidden_states.shape
-        x, indices = hidden_states, None
-        if attention_mask is not None:
-            x, indices, cu_seqlens = unpad(hidden_states, attention_mask[:, -T:])
-        num_seqs = B if cu_seqlens is None else cu_seqlens.numel() - 1
-        past_key_values, state = self._read_state(past_key_values, bool(use_cache), num_seqs)
+        x, indices, cu_seqlens, past_key_values, state = self._unpadded_inputs(hidden_states, attention_mask,
+                                                                               past_key_values, use_cache, kwargs)
 
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         conv_states = None
