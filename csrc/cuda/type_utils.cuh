@@ -6,7 +6,25 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/dtype.h"
+
 namespace linattn::cuda_utils {
+
+// Device storage type of an input dtype: typename StorageOf<D>::type.
+template <DType D>
+struct StorageOf;
+template <>
+struct StorageOf<DType::kFloat32> {
+  using type = float;
+};
+template <>
+struct StorageOf<DType::kFloat16> {
+  using type = __half;
+};
+template <>
+struct StorageOf<DType::kBFloat16> {
+  using type = __nv_bfloat16;
+};
 
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__half x) { return __half2float(x); }

@@ -32,19 +32,12 @@ Pair alloc_outputs(const at::Tensor& q, const at::Tensor& v, const OptTensor& cu
 struct Inputs {
   at::Tensor q, k, v, g, beta, h0, cu_seqlens;
 };
-// keep_gate_dtype: beta and g stay in the dtype they came in (see recurrent_gates_in_input_dtype).
+// keep_gate_dtype: beta and g stay in the dtype they came in (see recurrent_gates_in_input_dtype in
+// delta_params.h).
 Inputs prepare_inputs(const char* op, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                       const OptTensor& g, const at::Tensor& beta, const OptTensor& initial_state,
                       const OptTensor& cu_seqlens, bool keep_gate_dtype = false);
 
-// Whether a recurrent kernel that can read beta and g in the input dtype (FwdParams::gates_in_input_dtype)
-// should: both already in q's 16-bit dtype, where converting them to fp32 first would cost a launch per
-// decoding step. fp32 / fp64 inputs need no conversion anyway; mixed dtypes are converted as before.
-inline bool recurrent_gates_in_input_dtype(const at::Tensor& q, const at::Tensor& beta, const OptTensor& g) {
-  const at::ScalarType dt = q.scalar_type();
-  return (dt == at::kHalf || dt == at::kBFloat16) && beta.scalar_type() == dt &&
-         (!g.has_value() || g->scalar_type() == dt);
-}
 FwdParams make_fwd_params(const Inputs& in, const at::Tensor& o, const at::Tensor& ht, double scale);
 
 double resolve_scale(std::optional<double> scale, const at::Tensor& q);

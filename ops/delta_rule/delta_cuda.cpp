@@ -26,25 +26,14 @@
 #include <string>
 
 #include "core/checks.h"
+#include "core/cuda_dtype.h"
 #include "ops/delta_rule/cuda/delta_launch.h"
 #include "ops/delta_rule/delta_common.h"
 
 namespace linattn::delta {
 namespace {
 
-gpu::DType to_gpu_dtype(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return gpu::DType::kFloat32;
-    case at::kHalf:
-      return gpu::DType::kFloat16;
-    case at::kBFloat16:
-      return gpu::DType::kBFloat16;
-    default:
-      TORCH_CHECK(false, "linattn delta rule (CUDA): unsupported dtype ", dtype,
-                  "; the CUDA kernels take float32, float16 or bfloat16");
-  }
-}
+gpu::DType to_gpu_dtype(at::ScalarType dtype) { return cuda_dtype("linattn delta rule (CUDA)", dtype, "q, k, v"); }
 
 // Sizes the launch grids take: head dims up to 256 (K and V tiled by 32), grid.x = N * HV or chunk slots
 // below 2^31, and HV within gridDim.y of the backward.

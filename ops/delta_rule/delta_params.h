@@ -3,6 +3,7 @@
 // Token-major layout as in ops/gla/gla_params.h. q and k have H heads; v, o, beta, g and the states have HV
 // value heads, HV a multiple of H: value head hv reads q/k head hv / (HV / H).
 #include <cstdint>
+#include <optional>
 
 namespace linattn::delta {
 
@@ -42,5 +43,18 @@ struct BwdParams : FwdParams {
   void* dg = nullptr;         // [B*T, HV] state precision, nullptr when g is absent
   void* dh0 = nullptr;        // [N, HV, K, V] state precision, nullptr: skip
 };
+
+// Whether a recurrent kernel that can read beta and g in the input dtype (FwdParams::gates_in_input_dtype)
+// should: both already in q's 16-bit dtype, where converting them to fp32 first would cost a launch per
+// decoding step. fp32 / fp64 inputs need no conversion anyway; mixed dtypes are converted as before.
+// Tensor is at::Tensor; a template so that this header stays torch-free and the emulator harness
+// (tests/emulator/harness/delta_rule.cpp) applies the same rule as the glue (delta_common.h).
+template <class Tensor>
+bool recurrent_gates_in_input_dtype(const Tensor& q, const Tensor& beta, const std::optional<Tensor>& g) {
+  auto dt = q.scalar_type();
+  using ScalarType = decltype(dt);  // c10::ScalarType
+  return (dt == ScalarType::Half || dt == ScalarType::BFloat16) && beta.scalar_type() == dt &&
+         (!g.has_value() || g->scalar_type() == dt);
+}
 
 }  // namespace linattn::delta

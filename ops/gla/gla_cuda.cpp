@@ -22,6 +22,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/cuda_dtype.h"
 #include "ops/gla/cuda/gla_launch.h"
 #include "ops/gla/gla_cuda.h"
 #include "ops/gla/gla_entries.h"
@@ -29,19 +30,7 @@
 namespace linattn::gla {
 namespace {
 
-gpu::DType to_gpu_dtype(at::ScalarType dtype) {
-  switch (dtype) {
-    case at::kFloat:
-      return gpu::DType::kFloat32;
-    case at::kHalf:
-      return gpu::DType::kFloat16;
-    case at::kBFloat16:
-      return gpu::DType::kBFloat16;
-    default:
-      TORCH_CHECK(false, "linattn GLA (CUDA): unsupported dtype ", dtype,
-                  "; the CUDA kernels take float32, float16 or bfloat16");
-  }
-}
+gpu::DType to_gpu_dtype(at::ScalarType dtype) { return cuda_dtype("linattn GLA (CUDA)", dtype, "q, k, v"); }
 
 // Head dims the kernels take (K and V are tiled by 32 up to 256; larger dims are not split yet).
 void check_head_dims(const char* op, int64_t K, int64_t V) {
@@ -93,12 +82,7 @@ void run_chunk_backward_tc_vec(const BwdParams& p, const at::Tensor& q, cudaStre
 }  // namespace
 
 void check_cuda_dtype(const char* op, const at::Tensor& q) {
-  const at::ScalarType dt = q.scalar_type();
-  TORCH_CHECK(dt != at::kDouble, op,
-              ": float64 is not supported by the CUDA kernels (float64 runs on CPU, e.g. for gradcheck); "
-              "use float32, float16 or bfloat16 on CUDA");
-  TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
-              ": the CUDA kernels take float32, float16 or bfloat16 q, k, v, got ", dt);
+  cuda_dtype(op, q.scalar_type(), "q, k, v");  // refuses other dtypes
   TORCH_CHECK(q.size(3) <= gpu::kMaxHeadDim, op, ": the CUDA kernels support head dims K <= ", gpu::kMaxHeadDim,
               ", got K=", q.size(3), " (q/k last dim); split the heads or run on CPU");
 }

@@ -21,6 +21,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "core/cuda_dtype.h"
 #include "ops/gla/gla_cuda.h"
 #include "ops/liger/cuda/liger_launch.h"
 #include "ops/liger/liger_common.h"
@@ -36,21 +37,6 @@ void check_cuda(const char* op, const at::Tensor& q, const at::Tensor& v) {
   swa::check_cuda_limits(op, q, v);
   TORCH_CHECK(q.size(3) <= gpu::kMaxFeatureDim, op, ": the CUDA kernels take D <= ", gpu::kMaxFeatureDim,
               " (q/k last dim), got D=", q.size(3));
-}
-
-template <class F>
-void by_dtype(at::ScalarType dt, F&& f) {
-  switch (dt) {
-    case at::kFloat:
-      f.template operator()<gpu::DType::kFloat32>();
-      break;
-    case at::kHalf:
-      f.template operator()<gpu::DType::kFloat16>();
-      break;
-    default:
-      f.template operator()<gpu::DType::kBFloat16>();
-      break;
-  }
 }
 
 cudaStream_t current_stream(const at::Tensor& t) {
@@ -74,7 +60,8 @@ Forward forward_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
   sp.y[1] = k_feat.data_ptr();
   sp.rows = q.numel() / q.size(3);
   sp.dim = q.size(3);
-  by_dtype(q.scalar_type(), [&]<gpu::DType D>() { gpu::feature_softmax_forward<D>(sp, current_stream(q)); });
+  cuda_utils::visit_dtype(cuda_dtype(op, q.scalar_type(), "q, k, v"),
+                          [&]<gpu::DType D>() { gpu::feature_softmax_forward<D>(sp, current_stream(q)); });
 
   if (q.numel() > 0) {
     const swa::Inputs win = swa::prepare(op, q_rot, k_rot, v, std::nullopt);
@@ -138,7 +125,8 @@ Backward backward_cuda(const at::Tensor& q_feat, const at::Tensor& k_feat, const
   sp.dx[1] = dk.data_ptr();
   sp.rows = yq.numel() / yq.size(3);
   sp.dim = yq.size(3);
-  by_dtype(dt, [&]<gpu::DType D>() { gpu::feature_softmax_backward<D>(sp, current_stream(q_feat)); });
+  cuda_utils::visit_dtype(cuda_dtype(op, dt, "q, k, v"),
+                          [&]<gpu::DType D>() { gpu::feature_softmax_backward<D>(sp, current_stream(q_feat)); });
   return {dq, dk, dv, dg, dq_rot, dk_rot, dh0};
 }
 

@@ -21,28 +21,12 @@
 #include <cmath>
 
 #include "core/checks.h"
+#include "core/cuda_dtype.h"
 #include "ops/lolcats/cuda/lolcats_launch.h"
 #include "ops/lolcats/lolcats_common.h"
 
 namespace linattn::lolcats {
 namespace {
-
-gpu::DType to_gpu_dtype(const char* op, at::ScalarType dt) {
-  switch (dt) {
-    case at::kFloat:
-      return gpu::DType::kFloat32;
-    case at::kHalf:
-      return gpu::DType::kFloat16;
-    case at::kBFloat16:
-      return gpu::DType::kBFloat16;
-    case at::kDouble:
-      TORCH_CHECK(false, op,
-                  ": float64 is not supported by the CUDA kernels (float64 runs on CPU, e.g. for gradcheck); "
-                  "use float32, float16 or bfloat16 on CUDA");
-    default:
-      TORCH_CHECK(false, op, ": the CUDA kernels take float32, float16 or bfloat16 inputs, got ", dt);
-  }
-}
 
 // What the kernels support beyond the shared argument checks: D, V, F <= 256 (tiles padded to 32, 64, 128
 // or 256 columns) and the grid's y / z dimensions (heads, batch).
@@ -103,7 +87,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q,
                                                             int64_t window_size, std::optional<double> scale) {
   const char* op = "lolcats_attention (CUDA)";
   check_inputs(op, q, k, v, fq, fk, window_factor, window_size);
-  const gpu::DType dt = to_gpu_dtype(op, q.scalar_type());
+  const gpu::DType dt = cuda_dtype(op, q.scalar_type(), "inputs");
   check_cuda_limits(op, q, v, fq);
   const c10::cuda::CUDAGuard guard(q.device());
   auto [o, m, z] = alloc_outputs(q, v);  // m, z are float32 for every CUDA dtype
@@ -150,7 +134,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& do_, int64_t window_size, std::optional<double> scale) {
   const char* op = "_lolcats_attention_backward (CUDA)";
   check_inputs(op, q, k, v, fq, fk, window_factor, window_size);
-  const gpu::DType dt = to_gpu_dtype(op, q.scalar_type());
+  const gpu::DType dt = cuda_dtype(op, q.scalar_type(), "inputs");
   check_cuda_limits(op, q, v, fq);
   check_saved(op, q, v, o, m, z, do_);
   const c10::cuda::CUDAGuard guard(q.device());

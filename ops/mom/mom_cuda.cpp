@@ -18,6 +18,7 @@
 
 #include <limits>
 
+#include "core/cuda_dtype.h"
 #include "csrc/cuda/cuda_check.h"
 #include "ops/mom/cuda/mom_launch.h"
 #include "ops/mom/mom_common.h"
@@ -25,32 +26,10 @@
 namespace linattn::mom {
 namespace {
 
-gpu::DType row_dtype(const char* op, const at::Tensor& rows) {
-  switch (rows.scalar_type()) {
-    case at::kFloat:
-      return gpu::DType::kFloat32;
-    case at::kHalf:
-      return gpu::DType::kFloat16;
-    case at::kBFloat16:
-      return gpu::DType::kBFloat16;
-    default:
-      TORCH_CHECK(false, op, ": the CUDA kernels take float32, float16 or bfloat16 rows, got ", rows.scalar_type(),
-                  " (float64 runs on CPU, e.g. for gradcheck)");
-  }
-}
+gpu::DType row_dtype(const char* op, const at::Tensor& rows) { return cuda_dtype(op, rows.scalar_type(), "rows"); }
 
 WeightType weight_type(const char* op, const at::Tensor& weights) {
-  switch (weights.scalar_type()) {
-    case at::kFloat:
-      return WeightType::kFloat32;
-    case at::kHalf:
-      return WeightType::kFloat16;
-    case at::kBFloat16:
-      return WeightType::kBFloat16;
-    default:
-      TORCH_CHECK(false, op, ": the CUDA kernels take float32, float16 or bfloat16 weights, got ",
-                  weights.scalar_type());
-  }
+  return cuda_dtype(op, weights.scalar_type(), "weights");
 }
 
 void check_cuda_limits(const char* op, const at::Tensor& indices, int64_t num_memories) {
@@ -89,21 +68,6 @@ int64_t max_blocks(const at::Tensor& t) {
 
 cudaStream_t stream_of(const at::Tensor& t) { return c10::cuda::getCurrentCUDAStream(t.device().index()).stream(); }
 
-template <class F>
-void by_dtype(gpu::DType dt, F&& f) {
-  switch (dt) {
-    case gpu::DType::kFloat32:
-      f.template operator()<gpu::DType::kFloat32>();
-      break;
-    case gpu::DType::kFloat16:
-      f.template operator()<gpu::DType::kFloat16>();
-      break;
-    case gpu::DType::kBFloat16:
-      f.template operator()<gpu::DType::kBFloat16>();
-      break;
-  }
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dispatch_cuda(const at::Tensor& x, const at::Tensor& indices,
                                                              int64_t num_memories) {
   const char* op = "mom_dispatch (CUDA)";
@@ -119,7 +83,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> dispatch_cuda(const at::Tensor& x
   p.x_sorted = x_sorted.data_ptr();
   p.cu_seqlens = cu_seqlens.data_ptr<int64_t>();
   p.sort_index = sort_index.data_ptr<int64_t>();
-  by_dtype(dt, [&]<gpu::DType D>() { gpu::dispatch<D>(p, max_blocks(x), stream_of(x)); });
+  cuda_utils::visit_dtype(dt, [&]<gpu::DType D>() { gpu::dispatch<D>(p, max_blocks(x), stream_of(x)); });
   return {x_sorted, cu_seqlens, sort_index};
 }
 
@@ -142,7 +106,7 @@ at::Tensor combine_rows(const char* op, const at::Tensor& rows, const at::Tensor
     p.weight_type = weight_type(op, wc);
   }
   p.y = y.data_ptr();
-  by_dtype(dt, [&]<gpu::DType D>() { gpu::combine<D>(p, max_blocks(rows), stream_of(rows)); });
+  cuda_utils::visit_dtype(dt, [&]<gpu::DType D>() { gpu::combine<D>(p, max_blocks(rows), stream_of(rows)); });
   return y;
 }
 
@@ -181,7 +145,7 @@ std::tuple<at::Tensor, at::Tensor> combine_backward_cuda(const at::Tensor& grad_
   p.weight_type = wt;
   p.dy_sorted = dy_sorted.data_ptr();
   p.dweights = dweights.data_ptr();
-  by_dtype(dt, [&]<gpu::DType D>() { gpu::combine_backward<D>(p, max_blocks(y_sorted), stream_of(y_sorted)); });
+  cuda_utils::visit_dtype(dt, [&]<gpu::DType D>() { gpu::combine_backward<D>(p, max_blocks(y_sorted), stream_of(y_sorted)); });
   return {dy_sorted, dweights};
 }
 

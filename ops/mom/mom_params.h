@@ -4,10 +4,12 @@
 // copies are the N*k (token, slot) pairs of indices [N, k] in flat order c = n*k + j.
 #include <cstdint>
 
+#include "csrc/cuda/dtype.h"
+
 namespace linattn::mom {
 
-// dtype of the combine weights (and of their gradient); read as fp32 inside the kernels.
-enum class WeightType : int32_t { kFloat32, kFloat16, kBFloat16 };
+// dtype of the combine weights (and of their gradient), chosen at run time; read as fp32 inside the kernels.
+using WeightType = cuda_utils::DType;
 
 struct Params {
   const int64_t* indices = nullptr;  // [N, k], values in [0, memories)

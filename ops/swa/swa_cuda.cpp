@@ -24,29 +24,13 @@
 #include <string>
 
 #include "core/checks.h"
+#include "core/cuda_dtype.h"
 #include "ops/swa/cuda/swa_launch.h"
 #include "ops/swa/swa_common.h"
 #include "ops/swa/swa_cuda.h"
 
 namespace linattn::swa {
 namespace {
-
-gpu::DType to_gpu_dtype(const char* op, at::ScalarType dt) {
-  switch (dt) {
-    case at::kFloat:
-      return gpu::DType::kFloat32;
-    case at::kHalf:
-      return gpu::DType::kFloat16;
-    case at::kBFloat16:
-      return gpu::DType::kBFloat16;
-    case at::kDouble:
-      TORCH_CHECK(false, op,
-                  ": float64 is not supported by the CUDA kernels (float64 runs on CPU, e.g. for gradcheck); "
-                  "use float32, float16 or bfloat16 on CUDA");
-    default:
-      TORCH_CHECK(false, op, ": the CUDA kernels take float32, float16 or bfloat16 q, k, v, got ", dt);
-  }
-}
 
 // LINATTN_SWA_FORCE_SIMT=1 keeps fp16 / bf16 forwards and backwards on the fp32 SIMT kernels, so one GPU
 // session can compare both paths (a subprocess per setting: the variable is read once per process).
@@ -76,7 +60,7 @@ void check_cuda_limits(const char* op, const at::Tensor& q, const at::Tensor& v)
 }
 
 void launch_forward(Params p, const at::Tensor& q) {
-  const gpu::DType dt = to_gpu_dtype("sliding_window_attention (CUDA)", q.scalar_type());
+  const gpu::DType dt = cuda_dtype("sliding_window_attention (CUDA)", q.scalar_type(), "q, k, v");
   p.window = std::min(p.window, std::max<int64_t>(p.seqlen, 1));  // w >= T is full causal attention
   const c10::cuda::CUDAGuard guard(q.device());
   const cudaStream_t stream = current_stream(q);
@@ -102,7 +86,7 @@ void launch_forward(Params p, const at::Tensor& q) {
 }
 
 void launch_backward(Params p, const at::Tensor& q) {
-  const gpu::DType dt = to_gpu_dtype("_sliding_window_attention_backward (CUDA)", q.scalar_type());
+  const gpu::DType dt = cuda_dtype("_sliding_window_attention_backward (CUDA)", q.scalar_type(), "q, k, v");
   p.window = std::min(p.window, std::max<int64_t>(p.seqlen, 1));  // w >= T is full causal attention
   const c10::cuda::CUDAGuard guard(q.device());
   // fp32 workspace (stream-ordered caching allocator: freed after the launches are queued, reused safely by
@@ -137,7 +121,7 @@ std::tuple<at::Tensor, at::Tensor> forward_cuda(const at::Tensor& q, const at::T
                                                 const std::optional<at::Tensor>& cu_seqlens) {
   const char* op = "sliding_window_attention (CUDA)";
   check_inputs(op, q, k, v, window_size, cu_seqlens);
-  to_gpu_dtype(op, q.scalar_type());  // refuses other dtypes before anything is allocated
+  cuda_dtype(op, q.scalar_type(), "q, k, v");  // refuses other dtypes before anything is allocated
   check_cuda_limits(op, q, v);
   const c10::cuda::CUDAGuard guard(q.device());
   Inputs in = prepare(op, q, k, v, cu_seqlens);
@@ -157,7 +141,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward_cuda(const at::Tensor& q
                                                              const std::optional<at::Tensor>& cu_seqlens) {
   const char* op = "_sliding_window_attention_backward (CUDA)";
   check_inputs(op, q, k, v, window_size, cu_seqlens);
-  to_gpu_dtype(op, q.scalar_type());  // refuses other dtypes before anything is allocated
+  cuda_dtype(op, q.scalar_type(), "q, k, v");  // refuses other dtypes before anything is allocated
   check_cuda_limits(op, q, v);
   for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{o, "o"}, {do_, "do"}}) {
     check_same_device(t, q, op, name);

@@ -10,10 +10,10 @@ fails loudly instead of compiling to something else."""
 import re
 from pathlib import Path
 
-# Sources the kernels need (the shared CUDA helpers, every family's kernels, the params structs) and the
-# emulator's own deliberately broken kernels.
+# Sources the kernels need (the shared CUDA helpers, every family's kernels, the params structs), the glue's
+# dtype map (the harness uses it as the glue does) and the emulator's own deliberately broken kernels.
 SOURCE_GLOBS = ["csrc/cuda/*", "ops/*/cuda/*.h", "ops/*/cuda/*.cuh", "ops/*/cuda/inst/*.cu", "ops/*/*_params.h",
-                "tests/emulator/selftest/*.cuh"]
+                "csrc/core/cuda_dtype.h", "tests/emulator/selftest/*.cuh"]
 
 LAUNCH = re.compile(r"([\w:]+(?:<[^<>;]*>)?)<<<(.*?)>>>\(", re.S)
 DYNAMIC = re.compile(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;")

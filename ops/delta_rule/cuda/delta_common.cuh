@@ -27,6 +27,7 @@
 namespace linattn::delta::gpu {
 
 using cuda_utils::ceil_div;
+using cuda_utils::StorageOf;
 using cuda_utils::from_float;
 using cuda_utils::to_float;
 
@@ -46,21 +47,6 @@ static_assert(kThreads == kChunk * (kBV / 8), "row-tile map: 64 rows x 4 groups 
 static_assert(kThreads == kBV * 8, "state-tile map: 32 columns x 8 row groups of 4 rows");
 static_assert((kThreads / 32) * 4 == kBV, "substitutions: 8 warps x 4 columns");
 static_assert(2 * kChunk * kLD >= kChunk * kLDA, "a [64 x kLDA] matrix fits in two [64 x kLD] tiles");
-
-template <DType D>
-struct StorageOf;
-template <>
-struct StorageOf<DType::kFloat32> {
-  using type = float;
-};
-template <>
-struct StorageOf<DType::kFloat16> {
-  using type = __half;
-};
-template <>
-struct StorageOf<DType::kBFloat16> {
-  using type = __nv_bfloat16;
-};
 
 // ---------------------------------------------------------------------------------------------------------
 // Sequences and chunk slots

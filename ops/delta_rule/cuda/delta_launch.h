@@ -13,12 +13,13 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/dtype.h"
 #include "ops/delta_rule/delta_params.h"
 
 namespace linattn::delta::gpu {
 
 // Input dtype of q, k, v, o, do, dq, dk, dv.
-enum class DType { kFloat32, kFloat16, kBFloat16 };
+using DType = cuda_utils::DType;
 
 constexpr int64_t kChunkSize = 64;    // rows per chunk (same as the CPU kernels)
 constexpr int64_t kMaxHeadDim = 256;  // largest K and V the kernels take

@@ -22,6 +22,7 @@
 namespace linattn::gla::gpu {
 
 using cuda_utils::ceil_div;
+using cuda_utils::StorageOf;
 using cuda_utils::from_float;
 using cuda_utils::to_float;
 
@@ -45,22 +46,6 @@ static_assert(kThreads == kChunk * (kBK / 8), "row x K-tile products map thread 
 static_assert(kThreads == kBV * 8 && kBK == kBV, "state updates map thread t to column t % 32 and 4 rows");
 static_assert(kSegs * kSegRows == kChunk && kSegs * kBK == kThreads, "column scans: 8 segments x 32 columns");
 static_assert(kBK % 8 == 0 && kThreads == kBK * 8, "the dg carry maps thread t to row t / 8 and lane t % 8");
-
-// Storage type of an input dtype.
-template <DType D>
-struct StorageOf;
-template <>
-struct StorageOf<DType::kFloat32> {
-  using type = float;
-};
-template <>
-struct StorageOf<DType::kFloat16> {
-  using type = __half;
-};
-template <>
-struct StorageOf<DType::kBFloat16> {
-  using type = __nv_bfloat16;
-};
 
 // ---------------------------------------------------------------------------------------------------------
 // Sequences and chunk slots

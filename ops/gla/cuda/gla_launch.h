@@ -9,12 +9,13 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/dtype.h"
 #include "ops/gla/gla_params.h"
 
 namespace linattn::gla::gpu {
 
 // Input dtype of q, k, v, o, do, dq, dk, dv. Gates and states are always fp32 on CUDA.
-enum class DType { kFloat32, kFloat16, kBFloat16 };
+using DType = cuda_utils::DType;
 
 constexpr int64_t kChunkSize = 64;   // rows per chunk (same as the CPU kernels)
 constexpr int64_t kMaxHeadDim = 256;  // largest K and V the kernels take

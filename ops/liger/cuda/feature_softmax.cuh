@@ -23,6 +23,7 @@
 namespace linattn::liger::gpu {
 
 using cuda_utils::ceil_div;
+using cuda_utils::StorageOf;
 using cuda_utils::from_float;
 using cuda_utils::to_float;
 
@@ -30,21 +31,6 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kPerLane = static_cast<int>(kMaxFeatureDim / 32);
 constexpr int64_t kMaxBlocks = 65535;  // enough to fill any GPU; the loop takes the rest
-
-template <DType D>
-struct StorageOf;
-template <>
-struct StorageOf<DType::kFloat32> {
-  using type = float;
-};
-template <>
-struct StorageOf<DType::kFloat16> {
-  using type = __half;
-};
-template <>
-struct StorageOf<DType::kBFloat16> {
-  using type = __nv_bfloat16;
-};
 
 __device__ __forceinline__ float warp_max(float x) {
 #pragma unroll

@@ -9,12 +9,13 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/dtype.h"
 #include "ops/liger/liger_params.h"
 
 namespace linattn::liger::gpu {
 
 // Input dtype of q, k and their feature maps; the math is fp32.
-enum class DType { kFloat32, kFloat16, kBFloat16 };
+using DType = cuda_utils::DType;
 
 constexpr int64_t kMaxFeatureDim = 256;  // largest D: a warp per row, 8 values per lane in registers
 

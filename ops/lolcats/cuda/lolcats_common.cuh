@@ -1,6 +1,6 @@
 #pragma once
-// Device pieces shared by the LoLCATs CUDA kernels: storage types, the CTA -> (batch, head, row tile) map
-// and the chunk that holds the linear-attention sums a query tile starts from.
+// Device pieces shared by the LoLCATs CUDA kernels: the CTA -> (batch, head, row tile) map and the chunk that
+// holds the linear-attention sums a query tile starts from.
 //
 // The linear part of row i sums the keys j <= i - w. A query tile (rows r0 .. r0 + R - 1) takes the prefix
 // sums of the chunks before cb = floor(max(r0 - w + 1, 0) / 64) (every key there has j <= r0 - w) and adds
@@ -19,24 +19,10 @@
 namespace linattn::lolcats::gpu {
 
 using cuda_utils::ceil_div;
+using cuda_utils::StorageOf;
 using cuda_utils::from_float;
 using cuda_utils::to_float;
 namespace simt = cuda_utils::simt;
-
-template <DType D>
-struct StorageOf;
-template <>
-struct StorageOf<DType::kFloat32> {
-  using type = float;
-};
-template <>
-struct StorageOf<DType::kFloat16> {
-  using type = __half;
-};
-template <>
-struct StorageOf<DType::kBFloat16> {
-  using type = __nv_bfloat16;
-};
 
 constexpr int kChunk = static_cast<int>(kStateChunk);
 

@@ -9,13 +9,14 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/dtype.h"
 #include "csrc/cuda/tile_shape.h"
 #include "ops/lolcats/lolcats_params.h"
 
 namespace linattn::lolcats::gpu {
 
 // Input dtype of q, k, v, fq, fk, window_factor, o, do and the gradients. m, z and workspaces are fp32.
-enum class DType { kFloat32, kFloat16, kBFloat16 };
+using DType = cuda_utils::DType;
 
 constexpr int64_t kMaxDim = 256;     // largest D, V and F the kernels take
 constexpr int64_t kStateChunk = 64;  // tokens per chunk of the linear-attention prefix / suffix sums

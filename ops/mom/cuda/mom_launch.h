@@ -7,11 +7,12 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/dtype.h"
 #include "ops/mom/mom_params.h"
 
 namespace linattn::mom::gpu {
 
-enum class DType { kFloat32, kFloat16, kBFloat16 };
+using DType = cuda_utils::DType;
 
 constexpr int64_t kMaxMemories = 512;   // per-warp histograms live in shared memory (< 48 KB in all)
 constexpr int64_t kMaxTopk = 256;       // one chunk (a CTA's 256 threads) holds all copies of a token

@@ -25,25 +25,11 @@
 namespace linattn::mom::gpu {
 
 using cuda_utils::ceil_div;
+using cuda_utils::StorageOf;
 using cuda_utils::from_float;
 using cuda_utils::to_float;
 
 constexpr int kWarps = int(kThreads) / 32;
-
-template <DType D>
-struct StorageOf;
-template <>
-struct StorageOf<DType::kFloat32> {
-  using type = float;
-};
-template <>
-struct StorageOf<DType::kFloat16> {
-  using type = __half;
-};
-template <>
-struct StorageOf<DType::kBFloat16> {
-  using type = __nv_bfloat16;
-};
 
 // Dynamic shared memory: two [kWarps][E] histograms, E cursors, and per-chunk row / order / weight slots.
 inline size_t smem_bytes(int64_t memories) {

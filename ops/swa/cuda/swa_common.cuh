@@ -1,6 +1,6 @@
 #pragma once
-// Device pieces shared by the sliding-window attention kernels: storage types and the mapping from a CTA to
-// (sequence, 64- or 32-row tile) with and without cu_seqlens.
+// Device pieces shared by the sliding-window attention kernels: the mapping from a CTA to (sequence, 64- or
+// 32-row tile) with and without cu_seqlens.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -14,22 +14,8 @@
 namespace linattn::swa::gpu {
 
 using cuda_utils::ceil_div;
+using cuda_utils::StorageOf;
 namespace simt = cuda_utils::simt;
-
-template <DType D>
-struct StorageOf;
-template <>
-struct StorageOf<DType::kFloat32> {
-  using type = float;
-};
-template <>
-struct StorageOf<DType::kFloat16> {
-  using type = __half;
-};
-template <>
-struct StorageOf<DType::kBFloat16> {
-  using type = __nv_bfloat16;
-};
 
 // Tile slots of `rows` rows: without cu_seqlens slot = n * ceil(T / rows) + tile. With cu_seqlens sequence n
 // owns slots base(n) = bos / rows + n .. base(n) + ceil(len / rows) - 1: base(n+1) - base(n) =

@@ -10,12 +10,13 @@
 
 #include <cstdint>
 
+#include "csrc/cuda/dtype.h"
 #include "ops/swa/swa_params.h"
 
 namespace linattn::swa::gpu {
 
 // Input dtype of q, k, v, o, do, dq, dk, dv. The log-sum-exp and the workspace are always fp32.
-enum class DType { kFloat32, kFloat16, kBFloat16 };
+using DType = cuda_utils::DType;
 
 constexpr int64_t kMaxHeadDim = 256;  // largest K and V the kernels take
 

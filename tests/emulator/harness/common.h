@@ -6,8 +6,10 @@
 
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
+#include "csrc/core/cuda_dtype.h"
 #include "cuda_emu.h"
 
 namespace linattn_emu {
@@ -72,15 +74,12 @@ class Fence {
 
 inline void* ptr(const OptTensor& t) { return t.has_value() ? t->data_ptr() : nullptr; }
 
-// Runs f.template operator()<D>() for the DType enum value matching a tensor's scalar type.
-template <class DType, class F>
+// Runs f.template operator()<D>() for the kernels' DType matching a tensor's scalar type (the glue's map).
+// DType: the family's gpu::DType, the same enum for every family.
+template <class DType = linattn::cuda_utils::DType, class F>
 void dispatch_dtype(at::ScalarType s, F&& f) {
-  switch (s) {
-    case at::kFloat: f.template operator()<DType::kFloat32>(); break;
-    case at::kHalf: f.template operator()<DType::kFloat16>(); break;
-    case at::kBFloat16: f.template operator()<DType::kBFloat16>(); break;
-    default: TORCH_CHECK(false, "CUDA emulator: the kernels take float32, float16 or bfloat16, got ", s);
-  }
+  static_assert(std::is_same_v<DType, linattn::cuda_utils::DType>, "every family's gpu::DType is cuda_utils::DType");
+  linattn::cuda_utils::visit_dtype(linattn::cuda_dtype("CUDA emulator", s, "inputs"), f);
 }
 
 }  // namespace linattn_emu

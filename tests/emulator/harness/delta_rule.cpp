@@ -19,12 +19,7 @@ struct DeltaCall {
   linattn::delta::FwdParams p;
 };
 
-// The glue's recurrent_gates_in_input_dtype (ops/delta_rule/delta_common.h, not part of the kernel sources).
-bool gates_in_input_dtype(const at::Tensor& q, const at::Tensor& beta, const OptTensor& g) {
-  const at::ScalarType dt = q.scalar_type();
-  return (dt == at::kHalf || dt == at::kBFloat16) && beta.scalar_type() == dt &&
-         (!g.has_value() || g->scalar_type() == dt);
-}
+using linattn::delta::recurrent_gates_in_input_dtype;  // the glue's rule (ops/delta_rule/delta_params.h)
 
 // raw_gates: beta and g keep their dtype (the recurrent kernel's FwdParams::gates_in_input_dtype), as the glue's
 // decoding path passes them when recurrent_gates_in_input_dtype holds.
@@ -111,7 +106,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
                                            const OptTensor& h0, const OptTensor& cu, bool recurrent, bool final_state,
                                            bool force_simt) {
   DeltaCall c;
-  setup(c, q, k, v, g, beta, scale, h0, cu, recurrent && gates_in_input_dtype(q, beta, g));
+  setup(c, q, k, v, g, beta, scale, h0, cu, recurrent && recurrent_gates_in_input_dtype(q, beta, g));
   at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
   at::Tensor ht = final_state ? c.fence.empty({c.p.num_seqs, v.size(2), q.size(3), v.size(3)}, at::kFloat, "ht")
                               : at::empty({0}, at::kFloat);
@@ -137,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor> recurrent_inplace(const at::Tensor& q, const 
                                                      const OptTensor& g, const at::Tensor& beta, double scale,
                                                      const at::Tensor& state, const OptTensor& cu, bool l2norm_qk) {
   DeltaCall c;
-  setup(c, q, k, v, g, beta, scale, state, cu, gates_in_input_dtype(q, beta, g));
+  setup(c, q, k, v, g, beta, scale, state, cu, recurrent_gates_in_input_dtype(q, beta, g));
   c.p.l2norm_qk = l2norm_qk;
   at::Tensor o = c.fence.empty(v.sizes(), q.scalar_type(), "o");
   c.p.o = o.data_ptr();

@@ -19,14 +19,7 @@ int64_t row_elems(const at::Tensor& t, int64_t first_dim) {
   return n;
 }
 
-WeightType weight_type(at::ScalarType s) {
-  switch (s) {
-    case at::kHalf: return WeightType::kFloat16;
-    case at::kBFloat16: return WeightType::kBFloat16;
-    case at::kFloat: return WeightType::kFloat32;
-    default: TORCH_CHECK(false, "CUDA emulator: weights must be float32, float16 or bfloat16, got ", s);
-  }
-}
+WeightType weight_type(at::ScalarType s) { return linattn::cuda_dtype("CUDA emulator", s, "weights"); }
 
 Params base(const at::Tensor& indices, int64_t memories, int64_t dim) {
   Params p;
