@@ -28,8 +28,8 @@
 // products with a power-of-two range scale (passes 1 and 2 for fp16): the scale needs a CTA-wide maximum before
 // the first rounding, and here S0 and dS ([K x V] fp32 each, the largest reads of the pass) are streamed in tiles,
 // so that would cost a second read of both; bf16 has fp32's exponent range and needs none. The price: fp16 q, k,
-// do tiles take twice the shared memory and their products three MMAs instead of one; the pass is bound by
-// its memory traffic (S0, dS, U, Z, dR in fp32), not by the tensor cores.
+// do tiles take twice the shared memory and their products one more MMA (the Gram products three instead of
+// one); the pass is bound by its memory traffic (S0, dS, U, Z, dR in fp32), not by the tensor cores.
 #include <stdexcept>
 #include <type_traits>
 
@@ -66,26 +66,32 @@ struct GradSmemTc {  // byte offsets into the realigned dynamic buffer; lo: fp16
     f_lo = c.take<Op>(OpChunk::kElems);
     g_hi = c.take<Op>(OpChunk::kElems);
     g_lo = c.take<Op>(OpChunk::kElems);
-    // The q, k tiles (phases 0 and 2) and, between them, phase 1's per-warp scratch for the block epilogues.
-    const int64_t qk_elems = (lo ? 4 : 2) * OpKTile::kElems;
-    const int64_t post_elems = int64_t(kWarps) * 2 * F32Frag::kElems * int64_t(sizeof(float) / sizeof(Op));
-    q_hi = post = c.take<Op>(qk_elems > post_elems ? qk_elems : post_elems);
-    k_hi = q_hi + OpKTile::kElems * sizeof(Op);
-    q_lo = lo ? k_hi + OpKTile::kElems * sizeof(Op) : q_hi;
-    k_lo = lo ? q_lo + OpKTile::kElems * sizeof(Op) : k_hi;
-    do_hi = c.take<Op>(OpVTile::kElems);
-    do_lo = lo ? c.take<Op>(OpVTile::kElems) : do_hi;
-    u_hi = c.take<Op>(OpVTile::kElems);
-    u_lo = c.take<Op>(OpVTile::kElems);
-    dr_hi = c.take<Op>(OpVTile::kElems);
-    dr_lo = c.take<Op>(OpVTile::kElems);
-    // The S0 / dS tiles are dead between phase 2's V loop and the next K tile: its per-warp epilogue scratch.
-    const int64_t s_elems = 4 * OpVTile::kElems;
-    const int64_t epi_elems = int64_t(kWarps) * 2 * F32Frag::kElems * int64_t(sizeof(float) / sizeof(Op));
-    s_hi = epi = c.take<Op>(s_elems > epi_elems ? s_elems : epi_elems);
-    s_lo = s_hi + OpVTile::kElems * sizeof(Op);
-    ds_hi = s_lo + OpVTile::kElems * sizeof(Op);
-    ds_lo = ds_hi + OpVTile::kElems * sizeof(Op);
+    // One staging region, used by one phase at a time (a barrier between any two uses):
+    //   phase 0         the q, k tiles
+    //   phase 1         the do, U, dR tiles; after the V loop, the per-warp scratch of the block epilogues
+    //   phase 2 V loop  the do, U, dR tiles and the S0, dS tiles
+    //   phase 2 after   the q, k tiles and the per-warp scratch of the dq / dk epilogues
+    constexpr int64_t kTile = OpVTile::kElems * int64_t(sizeof(Op)), kKTileBytes = OpKTile::kElems * int64_t(sizeof(Op));
+    constexpr int64_t kScratch = int64_t(kWarps) * 2 * F32Frag::kElems * int64_t(sizeof(float));
+    const int64_t qk_bytes = (lo ? 4 : 2) * kKTileBytes, v_bytes = (lo ? 6 : 5) * kTile, s_bytes = 4 * kTile;
+    const int64_t epi_end = qk_bytes + kScratch, loop_end = v_bytes + s_bytes;
+    const size_t region = c.take<char>(epi_end > loop_end ? epi_end : loop_end);
+    q_hi = region;
+    k_hi = q_hi + kKTileBytes;
+    q_lo = lo ? k_hi + kKTileBytes : q_hi;
+    k_lo = lo ? q_lo + kKTileBytes : k_hi;
+    epi = region + qk_bytes;
+    post = region;
+    do_hi = region;
+    do_lo = lo ? do_hi + kTile : do_hi;
+    u_hi = do_hi + (lo ? 2 : 1) * kTile;
+    u_lo = u_hi + kTile;
+    dr_hi = u_lo + kTile;
+    dr_lo = dr_hi + kTile;
+    s_hi = region + v_bytes;
+    s_lo = s_hi + kTile;
+    ds_hi = s_lo + kTile;
+    ds_lo = ds_hi + kTile;
     b = c.take<float>(kChunk);
     beta = c.take<float>(kChunk);
     rowv = c.take<float>(kChunk);               // dr_i . v_i
@@ -100,6 +106,8 @@ struct GradSmemTc {  // byte offsets into the realigned dynamic buffer; lo: fp16
     launch_bytes = c.launch_bytes();
   }
 };
+static_assert(OpVTile::kElems * sizeof(Op) % wt::kSmemAlign == 0 && OpKTile::kElems * sizeof(Op) % wt::kSmemAlign == 0,
+              "tiles packed into the staging region must keep every tile 128-byte aligned");
 
 // Tensor-core product with split operands: acc += a b for a = a_hi (+ a_lo when kALo), b = b_hi (+ b_lo when
 // kBLo), dropping a_lo b_lo. Fragment layouts ALay / BLay as wmma names them. Warp-wide.
@@ -345,8 +353,9 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_grad_kernel(const BwdParams 
     }
   }
 
-  // End of phase 1, per owned block (i, j in it): F, G (hi + lo), and the partial sums of X and of -dM' o E. The
-  // q, k tiles are dead until phase 2: their region is the per-warp scratch (two fragments).
+  // End of phase 1, per owned block (i, j in it): F, G (hi + lo), and the partial sums of X and of -dM' o E, with
+  // two fragments of per-warp scratch in the staging region once every warp is done with the staged tiles.
+  __syncthreads();
   {
     float* const s0 = reinterpret_cast<float*>(base + lay.post) + warp * 2 * F32Frag::kElems;
     float* const s1 = s0 + F32Frag::kElems;
@@ -419,7 +428,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_grad_kernel(const BwdParams 
     }
     for (int v0 = 0; v0 < V; v0 += kGradVTile) {
       const int vc = min(kGradVTile, V - v0), nvs = wt::round_up_frag(vc) / kFrag;
-      __syncthreads();  // the staged tiles (and the last epilogue's scratch) are free
+      __syncthreads();  // the last V tile's products (or the last K tile's epilogues) are done with the region
       stage_value_tiles<T, kLo, false>(base, lay, p, ws, v_at0 + v0, v_tok, L, vc, sbeta, rv, rz);
       stage_state_tiles(base, lay, S0, dS, V, d0, v0, kc, vc, carry);
       __syncthreads();
@@ -439,7 +448,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_grad_kernel(const BwdParams 
         }
       }
     }
-    __syncthreads();  // the S0 / dS tiles are dead (epilogue scratch); phase 1's scratch / last q, k tiles too
+    __syncthreads();  // the staged tiles are dead: the q, k tiles and the epilogue scratch take the region
     wt::load_rows_as_bf16<kThreadsTc>(q_hi, q_lo, kLdk, qh + d0, qk_tok, L, kc, kChunk, kcp);
     wt::load_rows_as_bf16<kThreadsTc>(k_hi, k_lo, kLdk, kh + d0, qk_tok, L, kc, kChunk, kcp);
     __syncthreads();
