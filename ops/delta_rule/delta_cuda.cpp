@@ -1,7 +1,8 @@
 // CUDA backend of the delta-rule ops: float32, float16 and bfloat16 inputs (fp32 beta, gates, states and
 // accumulation). Chunked forwards in fp16 / bf16 run on tensor cores (delta_fwd_tc.cuh) unless
-// LINATTN_DELTA_FORCE_SIMT=1; so do passes 1 (states) and 2 (dstates, delta_bwd_dstate_tc.cuh) of their
-// backward. fp32, the recurrent forward and pass 3 of the backward run on the SIMT kernels. The kernels are torch-free (ops/delta_rule/cuda/); this file checks what they support, picks
+// LINATTN_DELTA_FORCE_SIMT=1; so do the three passes of their backward (states, dstates in
+// delta_bwd_dstate_tc.cuh, grads in delta_bwd_grad_tc.cuh). fp32 and the recurrent forward run on the SIMT kernels.
+// The kernels are torch-free (ops/delta_rule/cuda/); this file checks what they support, picks
 // the dtype, allocates the outputs and the backward workspaces with the caching allocator and launches on the
 // current stream of q's device (c10::cuda::getCurrentCUDAStream; c10/cuda headers avoid
 // ATen/cuda/CUDAContext.h, which pulls in cuSPARSE/cuBLAS headers). setup.py and CMakeLists.txt leave this
@@ -58,8 +59,8 @@ std::optional<c10::Device> cuda_device_of(const at::Tensor& q) {
   return q.is_cuda() ? std::optional<c10::Device>(q.device()) : std::nullopt;
 }
 
-// LINATTN_DELTA_FORCE_SIMT=1 keeps fp16 / bf16 chunked forwards and the backward's states and dstates passes on
-// the fp32 SIMT kernels, so one GPU session
+// LINATTN_DELTA_FORCE_SIMT=1 keeps fp16 / bf16 chunked forwards and all three passes of the backward on the fp32
+// SIMT kernels, so one GPU session
 // can compare both paths (a subprocess per setting: the variable is read once).
 bool force_simt() {
   static const bool force = [] {
@@ -101,8 +102,8 @@ void run_chunk_forward_tc(const FwdParams& p, at::ScalarType dtype, cudaStream_t
   gpu::chunk_forward_tc<D>(p, t.ws, stream);
 }
 
-// The backward's passes: passes 1 (states) and 2 (dstates) on tensor cores for fp16 / bf16 unless
-// LINATTN_DELTA_FORCE_SIMT=1.
+// The backward's passes: passes 1 (states), 2 (dstates) and 3 (grads) on tensor cores for fp16 / bf16 unless
+// LINATTN_DELTA_FORCE_SIMT=1 (pass 3 reads nothing from the tensor-core workspace; passes 1 and 2 share it).
 template <gpu::DType D>
 void launch_backward(const BwdParams& p, at::ScalarType dtype, const gpu::BwdWorkspace& ws, cudaStream_t stream) {
   if constexpr (D != gpu::DType::kFloat32) {

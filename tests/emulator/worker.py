@@ -50,6 +50,10 @@ def delta_rule(x):
         simt = E.delta_backward(*common, x["do"], x["dht"], True)
         for name, t in zip(("dq", "dk", "dv", "dbeta", "dg", "dh0"), simt):
             out[name + "_simt"] = t
+        if x["q"].dtype != torch.float32:  # the SIMT passes 1 and 2, then the tensor-core pass 3
+            p3 = E.delta_backward(*common, x["do"], x["dht"], False, True)
+            for name, t in zip(("dq", "dk", "dv", "dbeta", "dg", "dh0"), p3):
+                out[name + "_p3"] = t
     return out
 
 

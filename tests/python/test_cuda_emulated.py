@@ -185,6 +185,31 @@ CASES = [
                                                              l2=True, hard=True, dtype=F16)),
     ("delta-tc-dstate-beta1-bf16", "delta_rule", dict(B=1, T=130, H=1, HV=1, K=128, V=17, gated=False, l2=True,
                                                       hard=True, dtype=BF16, simt=True)),
+    # The backward with its grads pass (pass 3) on tensor cores too, i.e. all three passes (fp16 / bf16; the glue's
+    # path; simt: the SIMT backward on the same inputs): T = 1 .. 200, odd and tile-width head dims incl. K > 64 (several
+    # K tiles) and V > 32 (several V tiles), HV = H, 2H, 4H, varlen with empty sequences, gated / ungated / log gates
+    # to -20, beta near 1 with nearly parallel keys; h0 and dht always.
+    ("delta-tc-grad-t1-k3v3-fp16", "delta_rule", dict(B=2, T=1, H=1, HV=2, K=3, V=3, gated=True, dtype=F16, simt=True)),
+    ("delta-tc-grad-t5-k17v40-bf16", "delta_rule", dict(B=2, T=5, H=2, HV=2, K=17, V=40, gated=False, dtype=BF16)),
+    ("delta-tc-grad-t65-k100v17-fp16", "delta_rule", dict(B=1, T=65, H=1, HV=4, K=100, V=17, gated="strong", l2=True,
+                                                          dtype=F16)),
+    ("delta-tc-grad-t130-k40v100-bf16", "delta_rule", dict(B=1, T=130, H=2, HV=4, K=40, V=100, gated=True, l2=True,
+                                                           dtype=BF16, simt=True)),
+    ("delta-tc-grad-t200-k128v128-fp16", "delta_rule", dict(B=1, T=200, H=1, HV=1, K=128, V=128, gated=True,
+                                                            l2=True, dtype=F16)),
+    ("delta-tc-grad-t65-k256v256-bf16", "delta_rule", dict(B=1, T=65, H=1, HV=1, K=256, V=256, gated=True, l2=True,
+                                                           dtype=BF16)),
+    ("delta-tc-grad-t130-k256v40-fp16", "delta_rule", dict(B=1, T=130, H=1, HV=2, K=256, V=40, gated=False, l2=True,
+                                                           dtype=F16, simt=True)),
+    ("delta-tc-grad-t200-k3v3-bf16", "delta_rule", dict(B=1, T=200, H=1, HV=4, K=3, V=3, gated=True, dtype=BF16)),
+    ("delta-tc-grad-varlen-bf16", "delta_rule", dict(lens=[0, 65, 0, 130, 1], H=1, HV=2, K=17, V=40, gated=True,
+                                                     l2=True, dtype=BF16)),
+    ("delta-tc-grad-varlen-fp16", "delta_rule", dict(lens=[200, 0, 5, 0], H=2, HV=4, K=100, V=17, gated="strong",
+                                                     l2=True, dtype=F16, simt=True)),
+    ("delta-tc-grad-beta1-fp16", "delta_rule", dict(B=1, T=130, H=1, HV=2, K=64, V=40, gated=False, l2=True,
+                                                    hard=True, dtype=F16)),
+    ("delta-tc-grad-beta1-strong-bf16", "delta_rule", dict(B=1, T=200, H=1, HV=1, K=40, V=100, gated="strong",
+                                                           l2=True, hard=True, dtype=BF16, simt=True)),
     # dS beyond fp16's range (|dht| up to ~1e5, weak decay): the dstates pass needs its power-of-two range scaling.
     # PyTorch's fp16 recurrence overflows here, so test_delta_tc_fp16_dstate_beyond_fp16_range checks it instead.
     ("delta-tc-dstate-fp16-beyond-range", "delta_rule", dict(B=1, T=130, H=1, HV=2, K=32, V=16, gated="weak", l2=True,
@@ -581,6 +606,24 @@ def test_delta_rule_chunk_recurrent_and_backward(emulated, cid):
         for n in [n for n in names if n.startswith("d")]:
             names[n + "_simt"], wanted[n + "_simt"] = n + "_simt", n
     _check(emulated, cid, reference, names, wanted)
+    if x.get("simt_backward") and x["q"].dtype != F32:
+        _check_delta_tc_grads_pass(x, emulated(cid)[1], reference(torch.float64, x), leaves)
+
+
+def _check_delta_tc_grads_pass(x, out, exact, leaves):
+    """The tensor-core pass 3 alone: SIMT passes 1 and 2, then the tensor-core pass 3 (d*_p3), against the all-SIMT
+    backward (d*_simt), which reads the same fp32 workspaces. Its bf16 hi + lo products are good to ~2^-17, so the
+    two agree to an output-dtype rounding for dq, dk, dv (a value close to a rounding boundary may land on either
+    side) and to 1e-4 of the largest reference value for the fp32 dbeta, dg, dh0 (seen: <= 1e-5)."""
+    ulp = {F16: 2.0 ** -10, BF16: 2.0 ** -7}[x["q"].dtype]
+    failures = []
+    for n in leaves:
+        got, simt, scale = out["d" + n + "_p3"].double(), out["d" + n + "_simt"].double(), exact["d" + n].abs().max()
+        bound = ((ulp if n in ("q", "k", "v") else 0.0) + 1e-4) * max(scale.item(), 1e-30)
+        err = (got - simt).abs().max().item()
+        if not err <= bound:
+            failures.append(f"d{n}: tensor-core pass 3 differs from the SIMT one by {err:.3e} > {bound:.3e}")
+    assert not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize("cid", DELTA_RANGE_CASES)

@@ -15,12 +15,14 @@
 //   local to a chunk; whatever crosses chunks went through dS).
 // Phase 0 forms P and E (K in tiles of 32); phase 1 walks the V tiles for dP, dM and the row dots; phase 2
 // walks K tiles (and V tiles inside) for dq and dk; phase 3 assembles dbeta and dg. dq and dk are written per
-// value head into fp32 workspaces; group_sum_kernel sums each group of value heads into p.dq / p.dk.
+// value head into fp32 workspaces; group_sum_kernel (delta_group_sum.cuh) sums each group of value heads into
+// p.dq / p.dk.
 #include <algorithm>
 
 #include "csrc/cuda/cuda_check.h"
 #include "csrc/cuda/launch_utils.h"
 #include "ops/delta_rule/cuda/delta_common.cuh"
+#include "ops/delta_rule/cuda/delta_group_sum.cuh"
 
 namespace linattn::delta::gpu {
 
@@ -323,26 +325,6 @@ __global__ void __launch_bounds__(kThreads) chunk_bwd_grad_kernel(const BwdParam
   }
 }
 
-// dq[tok, h, d] = sum_{g < G} dq_ws[tok, h G + g, d] (and dk), cast to the input dtype. A deterministic
-// reduction (no atomics); with G == 1 a plain cast.
-template <typename T>
-__global__ void __launch_bounds__(256) group_sum_kernel(const float* __restrict__ dq_ws,
-                                                        const float* __restrict__ dk_ws, T* __restrict__ dq,
-                                                        T* __restrict__ dk, int64_t total, int64_t G, int64_t K) {
-  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
-       e += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t d = e % K, th = e / K;  // th = tok * H + h
-    const int64_t src = th * G * K + d;
-    float sq = 0.f, sk = 0.f;
-    for (int64_t g = 0; g < G; ++g) {
-      sq += dq_ws[src + g * K];
-      sk += dk_ws[src + g * K];
-    }
-    dq[e] = from_float<T>(sq);
-    dk[e] = from_float<T>(sk);
-  }
-}
-
 template <DType D>
 void backward_grads(const BwdParams& p, const BwdWorkspace& ws, cudaStream_t stream) {
   using T = typename StorageOf<D>::type;
@@ -357,15 +339,7 @@ void backward_grads(const BwdParams& p, const BwdWorkspace& ws, cudaStream_t str
     kernel<<<grid, kThreads, smem, stream>>>(p, ws);
     LINATTN_CHECK_LAUNCH();
   }
-  {
-    const int64_t total = tokens * p.heads * p.dim_k;
-    const int64_t blocks = std::min<int64_t>(ceil_div(total, 256), int64_t(1) << 16);
-    auto kernel = group_sum_kernel<T>;
-    kernel<<<static_cast<unsigned>(blocks), 256, 0, stream>>>(ws.dq, ws.dk, static_cast<T*>(p.dq),
-                                                              static_cast<T*>(p.dk), total,
-                                                              p.value_heads / p.heads, p.dim_k);
-    LINATTN_CHECK_LAUNCH();
-  }
+  launch_group_sum<T>(p, ws, stream);
 }
 
 }  // namespace linattn::delta::gpu

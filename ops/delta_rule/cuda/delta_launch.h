@@ -137,13 +137,20 @@ void backward_states_tc(const FwdParams& p, const TcFwdWorkspace& tws, const Bwd
 template <DType D>
 void backward_dstates_tc(const BwdParams& p, const TcFwdWorkspace& tws, const BwdWorkspace& ws, cudaStream_t stream);
 
-// The backward with passes 1 and 2 on tensor cores; pass 3 and the group sum are the SIMT ones. tws.t must be set.
+// Backward pass 3 on tensor cores (fp16 / bf16; delta_bwd_grad_tc.cuh): dv, dbeta, dg and dq, dk (per value head,
+// then group-summed) with the same meaning as backward_grads, from ws.states, ws.dstates, ws.u, ws.z, ws.dr and the
+// inputs (nothing from the tensor-core workspace).
+template <DType D>
+void backward_grads_tc(const BwdParams& p, const BwdWorkspace& ws, cudaStream_t stream);
+
+// The backward with all three passes on tensor cores (the group sum is shared with the SIMT backward). tws.t must
+// be set.
 template <DType D>
 inline void chunk_backward_tc(const BwdParams& p, const TcFwdWorkspace& tws, const BwdWorkspace& ws,
                               cudaStream_t stream) {
   backward_states_tc<D>(p, tws, ws, stream);
   backward_dstates_tc<D>(p, tws, ws, stream);
-  backward_grads<D>(p, ws, stream);
+  backward_grads_tc<D>(p, ws, stream);
 }
 
 }  // namespace linattn::delta::gpu

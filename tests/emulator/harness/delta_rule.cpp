@@ -1,6 +1,6 @@
 // Delta-rule launchers on the emulator; mirrors ops/delta_rule/delta_cuda.cpp (prepare_inputs /
 // make_fwd_params of delta_common.cpp, the backward's fp32 workspaces, dq / dk summed over value-head groups
-// by the kernels, the tensor-core forward and the tensor-core states and dstates passes for fp16 / bf16). q and k arrive already
+// by the kernels, the tensor-core forward and the tensor-core states, dstates and grads passes for fp16 / bf16). q and k arrive already
 // L2-normalised when the op asks for it (the glue does that in ATen), except in delta_recurrent_inplace with
 // l2norm_qk, where the recurrent kernel normalises them as it does for the CUDA glue.
 #include <torch/library.h>
@@ -88,10 +88,19 @@ void chunk_forward(DeltaCall& c, bool force_simt) {
   gpu::chunk_forward<D>(c.p, nullptr);
 }
 
-// The glue's backward: passes 1 (states) and 2 (dstates) on tensor cores for fp16 / bf16 unless force_simt.
+// The glue's backward: passes 1 (states), 2 (dstates) and 3 (grads) on tensor cores for fp16 / bf16 unless
+// force_simt. tc_grads_only (not a glue path): the SIMT passes 1 and 2, then the tensor-core pass 3, so that pass 3
+// can be compared with the SIMT pass 3 on the same fp32 workspaces (its own error, without passes 1 and 2's).
 template <gpu::DType D>
-void chunk_backward(DeltaCall& c, const linattn::delta::BwdParams& p, const gpu::BwdWorkspace& ws, bool force_simt) {
+void chunk_backward(DeltaCall& c, const linattn::delta::BwdParams& p, const gpu::BwdWorkspace& ws, bool force_simt,
+                    bool tc_grads_only) {
   if constexpr (D != gpu::DType::kFloat32) {
+    if (tc_grads_only) {
+      gpu::backward_states<D>(p, ws, nullptr);
+      gpu::backward_dstates<D>(p, ws, nullptr);
+      gpu::backward_grads_tc<D>(p, ws, nullptr);
+      return;
+    }
     if (gpu::tc_forward_supported(D) && !force_simt) {
       const TcWorkspace t = tc_workspace(c, true);
       gpu::chunk_backward_tc<D>(p, t.ws, ws, nullptr);
@@ -145,7 +154,7 @@ std::tuple<at::Tensor, at::Tensor> recurrent_inplace(const at::Tensor& q, const 
 // Returns dq, dk ([B,T,H,K]), dv, dbeta (fp32), dg (fp32; empty without g), dh0 (empty without h0).
 std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const OptTensor& g,
                                  const at::Tensor& beta, double scale, const OptTensor& h0, const OptTensor& cu,
-                                 const at::Tensor& d_o, const OptTensor& dht, bool force_simt) {
+                                 const at::Tensor& d_o, const OptTensor& dht, bool force_simt, bool tc_grads_only) {
   DeltaCall c;
   setup(c, q, k, v, g, beta, scale, h0, cu);
   const int64_t B = q.size(0), T = q.size(1), HV = v.size(2);
@@ -182,7 +191,7 @@ std::vector<at::Tensor> backward(const at::Tensor& q, const at::Tensor& k, const
     ws.dr = ws_rows(sizes.row_v_elems, "ws.dr");
     ws.dq = ws_rows(sizes.row_k_elems, "ws.dq");
     ws.dk = ws_rows(sizes.row_k_elems, "ws.dk");
-    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() { chunk_backward<D>(c, p, ws, force_simt); });
+    dispatch_dtype<gpu::DType>(q.scalar_type(), [&]<gpu::DType D>() { chunk_backward<D>(c, p, ws, force_simt, tc_grads_only); });
   }
   c.fence.check();
   const at::Tensor none = at::empty({0});
@@ -196,7 +205,7 @@ TORCH_LIBRARY_FRAGMENT(linattn_emu, m) {
         "Tensor? cu_seqlens, bool recurrent, bool final_state, bool force_simt=False) -> (Tensor, Tensor)",
         &forward);
   m.def("delta_backward(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor? h0, "
-        "Tensor? cu_seqlens, Tensor do, Tensor? dht, bool force_simt=False) -> Tensor[]",
+        "Tensor? cu_seqlens, Tensor do, Tensor? dht, bool force_simt=False, bool tc_grads_only=False) -> Tensor[]",
         &backward);
   m.def("delta_recurrent_inplace(Tensor q, Tensor k, Tensor v, Tensor? g, Tensor beta, float scale, Tensor state, "
         "Tensor? cu_seqlens, bool l2norm_qk=False) -> (Tensor, Tensor)",
