@@ -135,12 +135,7 @@ struct CudaBackend {
   static constexpr bool kRecurrentL2InKernel = true;  // recurrent_fwd_kernel normalises q and k per token
   static constexpr bool kRecurrentGatesInInputDtype = true;  // and reads beta, g in fp16 / bf16
   static void check_dtype(const char* op, const at::Tensor& q) {
-    const at::ScalarType dt = q.scalar_type();
-    TORCH_CHECK(dt != at::kDouble, op,
-                ": float64 is not supported by the CUDA kernels (float64 runs on CPU, e.g. for gradcheck); "
-                "use float32, float16 or bfloat16 on CUDA");
-    TORCH_CHECK(dt == at::kFloat || dt == at::kHalf || dt == at::kBFloat16, op,
-                ": the CUDA kernels take float32, float16 or bfloat16 q, k, v, got ", dt);
+    cuda_dtype(op, q.scalar_type(), "q, k, v");  // refuses other dtypes
     TORCH_CHECK(q.size(3) <= gpu::kMaxHeadDim, op, ": the CUDA kernels support head dims K <= ", gpu::kMaxHeadDim,
                 ", got K=", q.size(3), " (q/k last dim); split the heads or run on CPU");
   }
