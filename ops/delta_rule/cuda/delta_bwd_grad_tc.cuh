@@ -459,6 +459,23 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_grad_kernel(const BwdParams 
     const int r = lane / 2, c0 = (lane % 2) * (kFrag / 2);  // lane: row r, columns c0 .. c0 + 7 of a fragment
     float* __restrict__ dq_row = ws.dq + (t0 + i_lane) * dqk_tok + hv * K + d0;
     float* __restrict__ dk_row = ws.dk + (t0 + i_lane) * dqk_tok + hv * K + d0;
+    // The lane's (row r, columns c0..c0+7) share of a finished [16 x 16] dq / dk block, through the warp scratch.
+    const auto write_rows = [&](const typename wt::Frag<Op>::Acc& acc, float* __restrict__ dst_row, int col) {
+      wmma::store_matrix_sync(s0, acc, kLdf, wmma::mem_row_major);
+      __syncwarp();
+      if (i_lane < L) {
+#pragma unroll
+        for (int m = 0; m < kFrag / 2; ++m) {
+          if (col + c0 + m < kc) dst_row[col + c0 + m] = s0[r * kLdf + c0 + m];
+        }
+      }
+      __syncwarp();
+    };
+    const auto pair_value = [](const Op* hi, const Op* lo, int at) {  // q / k as staged: hi (+ lo)
+      float x = __bfloat162float(hi[at]);
+      if constexpr (kLo) x += __bfloat162float(lo[at]);
+      return x;
+    };
 #pragma unroll
     for (int cb = 0; cb < kColBlocksK; ++cb) {
       if (cb >= ncb) continue;
@@ -470,8 +487,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_grad_kernel(const BwdParams 
 #pragma unroll
       for (int m = 0; m < kFrag / 2; ++m) {
         const int cc = c0 + m, at = i_lane * kLdk + col + cc;
-        float qv = __bfloat162float(q_hi[at]);
-        if constexpr (kLo) qv += __bfloat162float(q_lo[at]);
+        const float qv = pair_value(q_hi, q_lo, at);
         const float x = s0[r * kLdf + cc];
         qd += qv * x;
         s0[r * kLdf + cc] = scale * gam_i * x;
@@ -485,15 +501,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_grad_kernel(const BwdParams 
         mma_split<true, kLo, wmma::row_major, wmma::row_major>(a1[cb], f_hi + ao, f_lo + ao, kLdc, k_hi + bo,
                                                                k_lo + bo, kLdk);
       }
-      wmma::store_matrix_sync(s0, a1[cb], kLdf, wmma::mem_row_major);
-      __syncwarp();
-      if (i_lane < L) {
-#pragma unroll
-        for (int m = 0; m < kFrag / 2; ++m) {
-          if (col + c0 + m < kc) dq_row[col + c0 + m] = s0[r * kLdf + c0 + m];
-        }
-      }
-      __syncwarp();
+      write_rows(a1[cb], dq_row, col);
 
       // dk = Dm_L A2 - beta Gamma A3 + sum_{j >= i} F_ji q_j + sum_{j > i} G_ji k_j + sum_{j < i} G_ij k_j;
       // Dm_Li k_i . A2_i on the way.
@@ -504,8 +512,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_grad_kernel(const BwdParams 
 #pragma unroll
       for (int m = 0; m < kFrag / 2; ++m) {
         const int cc = c0 + m, at = i_lane * kLdk + col + cc;
-        float kv = __bfloat162float(k_hi[at]);
-        if constexpr (kLo) kv += __bfloat162float(k_lo[at]);
+        const float kv = pair_value(k_hi, k_lo, at);
         const float x2 = s0[r * kLdf + cc], x3 = s1[r * kLdf + cc];
         kt += kv * x2;
         s0[r * kLdf + cc] = dl_i * x2 - bg_i * x3;
@@ -526,15 +533,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_grad_kernel(const BwdParams 
         mma_split<true, kLo, wmma::row_major, wmma::row_major>(a2[cb], g_hi + ao, g_lo + ao, kLdc, k_hi + bo,
                                                                k_lo + bo, kLdk);
       }
-      wmma::store_matrix_sync(s0, a2[cb], kLdf, wmma::mem_row_major);
-      __syncwarp();
-      if (i_lane < L) {
-#pragma unroll
-        for (int m = 0; m < kFrag / 2; ++m) {
-          if (col + c0 + m < kc) dk_row[col + c0 + m] = s0[r * kLdf + c0 + m];
-        }
-      }
-      __syncwarp();
+      write_rows(a2[cb], dk_row, col);
     }
   }
 
