@@ -11,6 +11,7 @@ from typing import Optional
 
 import torch
 
+from ._varlen import resolve_cu_seqlens
 from .gla import chunk_simple_gla, fused_recurrent_simple_gla
 
 
@@ -62,12 +63,12 @@ def chunk_linear_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: 
                       **kwargs):
     """Chunked linear attention (fla's chunk_linear_attn, same positional order; normalize defaults to True)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "chunk_linear_attn")
     kv_init, z_init = _split_state(initial_state, normalize)
-    o, ht = chunk_simple_gla(q, k, v, None, None, scale, kv_init, output_final_state, cu_seqlens, cu_seqlens_cpu,
-                             **kwargs)
+    o, ht = chunk_simple_gla(q, k, v, None, None, scale, kv_init, output_final_state, cu_seqlens, **kwargs)
     if not normalize:
         return o, ht
-    o, z_state = _normalize(o, q, k, scale, z_init, False, cu_seqlens if cu_seqlens is not None else cu_seqlens_cpu)
+    o, z_state = _normalize(o, q, k, scale, z_init, False, cu_seqlens)
     return o, (ht, z_state)
 
 
@@ -78,10 +79,11 @@ def fused_recurrent_linear_attn(q: torch.Tensor, k: torch.Tensor, v: torch.Tenso
     """Linear attention step by step (fla's fused_recurrent_linear_attn, same positional order; normalize defaults
     to False there)."""
     scale = q.shape[-1] ** -0.5 if scale is None else scale
+    cu_seqlens = resolve_cu_seqlens(q, cu_seqlens, cu_seqlens_cpu, "fused_recurrent_linear_attn")
     kv_init, z_init = _split_state(initial_state, normalize)
     o, ht = fused_recurrent_simple_gla(q, k, v, None, None, scale, kv_init, output_final_state, cu_seqlens,
-                                       cu_seqlens_cpu, reverse=reverse, **kwargs)
+                                       reverse=reverse, **kwargs)
     if not normalize:
         return o, ht
-    o, z_state = _normalize(o, q, k, scale, z_init, reverse, cu_seqlens if cu_seqlens is not None else cu_seqlens_cpu)
+    o, z_state = _normalize(o, q, k, scale, z_init, reverse, cu_seqlens)
     return o, (ht, z_state)

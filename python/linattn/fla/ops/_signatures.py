@@ -79,13 +79,6 @@ def chunk_retention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = No
                                 output_final_state=output_final_state, cu_seqlens=cu_seqlens, **kwargs)
 
 
-def fused_chunk_retention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
-                          initial_state: Optional[Tensor] = None, output_final_state: bool = False,
-                          cu_seqlens: Optional[Tensor] = None, **kwargs):
-    return _gla.chunk_retention(q, k, v, scale=scale, initial_state=initial_state,
-                                output_final_state=output_final_state, cu_seqlens=cu_seqlens, **kwargs)
-
-
 def fused_recurrent_retention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
                               initial_state: Optional[Tensor] = None, output_final_state: bool = False,
                               reverse: bool = False, state_v_first: bool = False,
@@ -97,14 +90,6 @@ def fused_recurrent_retention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[f
 
 def chunk_linear_attn(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None, initial_state=None,
                       output_final_state: bool = False, normalize: bool = True, cu_seqlens: Optional[Tensor] = None):
-    return _linear_attn.chunk_linear_attn(q, k, v, scale=scale, initial_state=initial_state,
-                                          output_final_state=output_final_state, normalize=normalize,
-                                          cu_seqlens=cu_seqlens)
-
-
-def fused_chunk_linear_attn(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None, initial_state=None,
-                            output_final_state: bool = False, normalize: bool = True,
-                            cu_seqlens: Optional[Tensor] = None):
     return _linear_attn.chunk_linear_attn(q, k, v, scale=scale, initial_state=initial_state,
                                           output_final_state=output_final_state, normalize=normalize,
                                           cu_seqlens=cu_seqlens)
@@ -180,5 +165,8 @@ def _unit_beta(q: Tensor, v: Tensor) -> Tensor:
     return torch.ones(v.shape[:-1], dtype=q.dtype, device=q.device)
 
 
+# fla's fused_chunk_* forms of these take the same parameters as the chunk_* forms and compute the same function.
+fused_chunk_retention = chunk_retention
+fused_chunk_linear_attn = chunk_linear_attn
 chunk_gdn = chunk_gated_delta_rule
 fused_recurrent_gdn = fused_recurrent_gated_delta_rule
