@@ -147,4 +147,8 @@ TORCH_LIBRARY(linattn, m) {
       "_mom_combine_backward(Tensor grad_y, Tensor y_sorted, Tensor weights, Tensor indices, Tensor sort_index, "
       "int num_memories) -> (Tensor, Tensor)",
       tags);
+  // y[r] = x[r] weights[g]^T for offsets[g] <= r < offsets[g+1]; rows outside offsets[0] .. offsets[G] are 0.
+  m.def("mom_grouped_linear(Tensor x, Tensor[] weights, Tensor offsets) -> Tensor", tags);
+  // grads[g] = grad_y[rows of g]^T x[rows of g] ([O, D], zeros for an empty group).
+  m.def("_mom_grouped_linear_weight_grad(Tensor grad_y, Tensor x, Tensor offsets, int num_groups) -> Tensor[]", tags);
 }

@@ -1,4 +1,4 @@
-// C++ API of the MoM dispatch / combine ops (dispatcher calls, so autograd and the backends apply).
+// C++ API of the MoM dispatch / combine / grouped linear ops (dispatcher calls, so autograd and the backends apply).
 #include <ATen/core/dispatch/Dispatcher.h>
 
 #include <linattn/mom.h>
@@ -21,6 +21,13 @@ at::Tensor mom_combine(const at::Tensor& y_sorted, const at::Tensor& weights, co
                        .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                          int64_t)>();
   return op.call(y_sorted, weights, indices, sort_index, num_memories);
+}
+
+at::Tensor mom_grouped_linear(const at::Tensor& x, at::TensorList weights, const at::Tensor& offsets) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("linattn::mom_grouped_linear", "")
+                       .typed<at::Tensor(const at::Tensor&, at::TensorList, const at::Tensor&)>();
+  return op.call(x, weights, offsets);
 }
 
 }  // namespace linattn

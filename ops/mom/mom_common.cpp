@@ -57,6 +57,61 @@ void check_grad_y(const char* op, const at::Tensor& grad_y, const at::Tensor& y_
   check_same_device(grad_y, y_sorted, op, "grad_y");
 }
 
+namespace {
+
+void check_offsets(const char* op, const at::Tensor& offsets, int64_t groups, const at::Tensor& x) {
+  check_rank(offsets, op, "offsets", 1, "[G+1]");
+  TORCH_CHECK(offsets.scalar_type() == at::kLong, op, ": offsets must be int64, got ", offsets.scalar_type());
+  check_dim_eq(offsets, 0, groups + 1, op, "offsets", "[G+1] (one more than the number of groups)");
+  TORCH_CHECK(offsets.device() == x.device() || offsets.device().is_cpu(), op, ": offsets must be on x's device (",
+              x.device(), ") or on the host, got ", offsets.device());
+}
+
+}  // namespace
+
+void check_grouped_linear(const char* op, const at::Tensor& x, at::TensorList weights, const at::Tensor& offsets) {
+  check_rank(x, op, "x", 2, "[N, D]");
+  check_floating(x, op, "x");
+  TORCH_CHECK(!weights.empty(), op, ": weights must hold at least one [O, D] tensor, got an empty list");
+  for (size_t g = 0; g < weights.size(); ++g) {
+    const at::Tensor& w = weights[g];
+    TORCH_CHECK(w.defined() && w.dim() == 2, op, ": weights[", g, "] must have shape [O, D] (2-D), got ",
+                w.defined() ? w.sym_sizes() : c10::SymIntArrayRef());
+    TORCH_CHECK(w.sym_size(1) == x.sym_size(1) && w.sym_size(0) == weights[0].sym_size(0), op, ": weights[", g,
+                "] must have shape [O=", weights[0].sym_size(0), ", D=", x.sym_size(1), "] (D of x [N, D]), got ",
+                w.sym_sizes());
+    TORCH_CHECK(w.scalar_type() == x.scalar_type(), op, ": weights[", g, "] must have x's dtype ", x.scalar_type(),
+                ", got ", w.scalar_type());
+    TORCH_CHECK(w.device() == x.device(), op, ": weights[", g, "] is on ", w.device(), " but x is on ", x.device());
+  }
+  check_offsets(op, offsets, static_cast<int64_t>(weights.size()), x);
+}
+
+void check_grouped_linear_weight_grad(const char* op, const at::Tensor& grad_y, const at::Tensor& x,
+                                      const at::Tensor& offsets, int64_t num_groups) {
+  check_rank(x, op, "x", 2, "[N, D]");
+  check_rank(grad_y, op, "grad_y", 2, "[N, O]");
+  check_dim_eq(grad_y, 0, x.sym_size(0), op, "grad_y", "[N, O] (N of x)");
+  TORCH_CHECK(grad_y.scalar_type() == x.scalar_type(), op, ": grad_y must have x's dtype ", x.scalar_type(),
+              ", got ", grad_y.scalar_type());
+  TORCH_CHECK(grad_y.device() == x.device(), op, ": grad_y is on ", grad_y.device(), " but x is on ", x.device());
+  TORCH_CHECK(num_groups >= 1, op, ": num_groups must be >= 1, got ", num_groups);
+  check_offsets(op, offsets, num_groups, x);
+}
+
+std::vector<int64_t> host_offsets(const char* op, const at::Tensor& offsets, int64_t rows) {
+  const at::Tensor host = offsets.to(at::kCPU).contiguous();
+  const int64_t* p = host.data_ptr<int64_t>();
+  std::vector<int64_t> off(p, p + host.numel());
+  TORCH_CHECK(off.front() >= 0, op, ": offsets must start at >= 0, got ", off.front());
+  for (size_t g = 1; g < off.size(); ++g) {
+    TORCH_CHECK(off[g] >= off[g - 1], op, ": offsets must be non-decreasing, got ", off[g - 1], " then ", off[g],
+                " at index ", g);
+  }
+  TORCH_CHECK(off.back() <= rows, op, ": offsets must end at <= N=", rows, " rows of x, got ", off.back());
+  return off;
+}
+
 std::vector<c10::SymInt> token_shape(const at::Tensor& indices, const at::Tensor& rows) {
   std::vector<c10::SymInt> shape{indices.sym_size(0), indices.sym_size(1)};
   for (int64_t d = 1; d < rows.dim(); ++d) shape.push_back(rows.sym_size(d));

@@ -26,6 +26,16 @@ void check_weights(const char* op, const at::Tensor& weights, const at::Tensor& 
 // grad_y [B, T, trailing dims of y_sorted].
 void check_grad_y(const char* op, const at::Tensor& grad_y, const at::Tensor& y_sorted, const at::Tensor& indices);
 
+// x [N, D], weights: G >= 1 tensors [O, D] of x's dtype and device, offsets int64 [G+1] on x's device or the host.
+void check_grouped_linear(const char* op, const at::Tensor& x, at::TensorList weights, const at::Tensor& offsets);
+
+// grad_y [N, O] of x's dtype and device, x [N, D], offsets int64 [num_groups + 1].
+void check_grouped_linear_weight_grad(const char* op, const at::Tensor& grad_y, const at::Tensor& x,
+                                      const at::Tensor& offsets, int64_t num_groups);
+
+// The group bounds on the host, checked: 0 <= offsets[0] <= ... <= offsets[G] <= rows.
+std::vector<int64_t> host_offsets(const char* op, const at::Tensor& offsets, int64_t rows);
+
 // [B, T] + rows' trailing dims, and [B*T*k] + x's trailing dims.
 std::vector<c10::SymInt> token_shape(const at::Tensor& indices, const at::Tensor& rows);
 std::vector<c10::SymInt> row_shape(const at::Tensor& indices, const at::Tensor& x);

@@ -1,5 +1,5 @@
 // Meta kernels of the MoM dispatch / combine ops (symbolic shapes, for torch.compile): every output shape
-// follows from B, T, k, E and the rows' trailing dims.
+// follows from B, T, k, E and the rows' trailing dims (grouped linear: from x and the weights).
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -38,6 +38,21 @@ std::tuple<at::Tensor, at::Tensor> combine_backward_meta(const at::Tensor& grad_
           at::empty_symint(weights.sym_sizes(), weights.options())};
 }
 
+at::Tensor grouped_linear_meta(const at::Tensor& x, at::TensorList weights, const at::Tensor& offsets) {
+  check_grouped_linear("mom_grouped_linear", x, weights, offsets);
+  return at::empty_symint({x.sym_size(0), weights[0].sym_size(0)}, x.options());
+}
+
+std::vector<at::Tensor> grouped_linear_weight_grad_meta(const at::Tensor& grad_y, const at::Tensor& x,
+                                                        const at::Tensor& offsets, int64_t num_groups) {
+  check_grouped_linear_weight_grad("_mom_grouped_linear_weight_grad", grad_y, x, offsets, num_groups);
+  std::vector<at::Tensor> grads;
+  for (int64_t g = 0; g < num_groups; ++g) {
+    grads.push_back(at::empty_symint({grad_y.sym_size(1), x.sym_size(1)}, x.options()));
+  }
+  return grads;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(linattn, Meta, m) {
@@ -45,6 +60,8 @@ TORCH_LIBRARY_IMPL(linattn, Meta, m) {
   m.impl("mom_combine", &combine_meta);
   m.impl("_mom_dispatch_backward", &dispatch_backward_meta);
   m.impl("_mom_combine_backward", &combine_backward_meta);
+  m.impl("mom_grouped_linear", &grouped_linear_meta);
+  m.impl("_mom_grouped_linear_weight_grad", &grouped_linear_weight_grad_meta);
 }
 
 }  // namespace linattn::mom

@@ -25,7 +25,7 @@ from .ops.gla import (
 from .ops.linear_attn import chunk_linear_attn, fused_recurrent_linear_attn
 from .ops.liger import liger_attention, liger_gate
 from .ops.lolcats import attention_transfer_loss, hedgehog_feature_map, lolcats_attention
-from .ops.mom import mom_combine, mom_dispatch, mom_route
+from .ops.mom import mom_combine, mom_dispatch, mom_grouped_linear, mom_route
 from .ops.swa import sliding_window_attention
 from . import layers
 from .version import __version__
@@ -56,6 +56,7 @@ __all__ = [
     "lolcats_attention",
     "mom_combine",
     "mom_dispatch",
+    "mom_grouped_linear",
     "mom_route",
     "sliding_window_attention",
     "cmake_prefix_path",

@@ -135,4 +135,28 @@ TEST(Mom, DispatchThenCombineWithRoutedWeightsGivesTheWeightedCopies) {
   EXPECT_THROW(linattn::mom_route(randn({B, T, E}), E + 1), c10::Error);
 }
 
+TEST(Mom, GroupedLinearProjectsEachMemorysRowsWithItsWeightAndDifferentiates) {
+  torch::manual_seed(35);
+  const int64_t B = 2, T = 11, E = 3, k = 2, D = 5, O = 4;
+  auto [weights, indices] = linattn::mom_route(randn({B, T, E}), k);
+  auto [xs, cu, sort_index] = linattn::mom_dispatch(randn({B, T, D}), indices, E);
+  const torch::Tensor offsets = cu.slice(0, 0, E * B + 1, B);  // memory e: rows offsets[e] .. offsets[e+1]
+  const auto x = leaves({xs}), w = leaves({randn({O, D}), randn({O, D}), randn({O, D})});
+  const torch::Tensor y = linattn::mom_grouped_linear(x[0], w, offsets);
+  const auto xr = leaves({xs}), wr = leaves({w[0].detach(), w[1].detach(), w[2].detach()});
+  std::vector<torch::Tensor> parts;
+  for (int64_t e = 0; e < E; ++e) {
+    const int64_t lo = offsets[e].item<int64_t>(), hi = offsets[e + 1].item<int64_t>();
+    parts.push_back(torch::matmul(xr[0].slice(0, lo, hi), wr[e].t()));
+  }
+  const torch::Tensor r = torch::cat(parts);
+  EXPECT_LT(max_diff(y, r), 1e-12);
+  const torch::Tensor gy = randn({xs.size(0), O});
+  (y * gy).sum().backward();
+  (r * gy).sum().backward();
+  expect_grads_close(x, xr, 1e-12);
+  expect_grads_close(w, wr, 1e-12);
+  EXPECT_THROW(linattn::mom_grouped_linear(xs, {randn({O, D + 1})}, offsets.slice(0, 0, 2)), c10::Error);
+}
+
 }  // namespace

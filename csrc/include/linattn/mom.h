@@ -3,6 +3,7 @@
 // and combine the memories' outputs back per token.
 #include <tuple>
 
+#include <ATen/core/ATen_fwd.h>
 #include <ATen/core/Tensor.h>
 
 #include <linattn/export.h>
@@ -24,5 +25,12 @@ LINATTN_API std::tuple<at::Tensor, at::Tensor, at::Tensor> mom_dispatch(const at
 // order in fp32 (float64 for float64 rows) and rounded once to y_sorted's dtype.
 LINATTN_API at::Tensor mom_combine(const at::Tensor& y_sorted, const at::Tensor& weights, const at::Tensor& indices,
                                    const at::Tensor& sort_index, int64_t num_memories);
+
+// Per-memory projections of packed rows without a loop over memories: y [N, O] with
+// y[r] = x[r] weights[g]^T for offsets[g] <= r < offsets[g+1] (weights: G tensors [O, D], like nn.Linear's;
+// offsets int64 [G+1], e.g. every B-th entry of mom_dispatch's cu_seqlens) and y[r] = 0 outside
+// offsets[0] .. offsets[G]. Differentiable w.r.t. x and every weight. Offsets on the GPU are read to the host
+// once per call (CPU offsets avoid that read).
+LINATTN_API at::Tensor mom_grouped_linear(const at::Tensor& x, at::TensorList weights, const at::Tensor& offsets);
 
 }  // namespace linattn

@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..ops.delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta_rule
-from ..ops.mom import mom_combine, mom_dispatch, mom_route
+from ..ops.mom import mom_combine, mom_dispatch, mom_grouped_linear, mom_route
 from .cache import StateCache, read_layer_state, write_layer_state
 from .modules import GatedRMSNorm, RMSNorm, ShortConvolution, _at_least_fp32
 
@@ -91,8 +91,8 @@ class MomAttention(nn.Module):
     decoding only the memories a token selects change; the others keep bit-identical states.
 
     capacity is accepted and stored for fla compatibility and, as in fla, not used (no token is dropped).
-    The per-memory row ranges are read on the host once per call (projections differ per memory), so the layer
-    is meant for eager mode; torch.compile with fullgraph is not supported.
+    The per-memory projections run as one `mom_grouped_linear` per projection (an opaque op: torch.compile
+    traces the layer with fullgraph=True; the op reads the memories' row offsets on the host once per call).
     Recurrent states are [B, E, H, K, V] here, whereas fla keeps [.., V, K]; the caches are not interchangeable.
     """
 
@@ -159,11 +159,15 @@ class MomAttention(nn.Module):
         return load_balancing_loss(router_logits, self.num_memories, self.topk, attention_mask)
 
     # ------------------------------------------------------------------------------------------------------------
-    def _kvba(self, slot: int, x: torch.Tensor):
-        """Pre-activation k, v and the beta/decay logits of routed memory `slot` (num_memories: the shared one)."""
-        if slot == self.num_memories or self.single_kv_proj:
-            return self.shared_k(x), self.shared_v(x), self.shared_b(x), self.shared_a(x)
-        return self.k_proj[slot](x), self.v_proj[slot](x), self.b_proj[slot](x), self.a_proj[slot](x)
+    def _kvba_packed(self, xs: torch.Tensor, offsets: torch.Tensor):
+        """Pre-activation k, v and the beta / decay logits of every packed row, each row with the projections of
+        its memory (rows offsets[e] .. offsets[e+1]; the shared memory is the last); padding-slot rows get 0."""
+        if self.single_kv_proj:  # one projection for every memory: a plain matmul over all rows
+            return self.shared_k(xs), self.shared_v(xs), self.shared_b(xs), self.shared_a(xs)
+        shared = (self.shared_k, self.shared_v, self.shared_b, self.shared_a) if self.shared_mem else (None,) * 4
+        routed = (self.k_proj, self.v_proj, self.b_proj, self.a_proj)
+        return tuple(mom_grouped_linear(xs, [m.weight for m in mods] + ([one.weight] if one is not None else []),
+                                        offsets) for mods, one in zip(routed, shared))
 
     def _empty_state(self, B: int, x: torch.Tensor) -> MomState:
         S, W1 = int(self.shared_mem), (self.conv_size - 1 if self.use_short_conv else 0)
@@ -241,21 +245,19 @@ class MomAttention(nn.Module):
             weights = weights * valid[..., None].to(weights.dtype)
             slots += 1
         xs, cu, sort_index = mom_dispatch(x, idx, slots)
-        n_seq = (E + S) * B  # sequence e*B + b: batch row b in memory e
-        cu_real = cu[:n_seq + 1]
-        bounds = cu_real[::B].tolist()  # rows of memory e: bounds[e]:bounds[e+1]; one host sync
-        xs_real = xs[:bounds[-1]]
-
-        parts = [self._kvba(e, xs_real[bounds[e]:bounds[e + 1]]) for e in range(E + S)]
-        q = self.q_proj(xs_real)
-        k, v, b_logit, a_logit = (torch.cat(p, 0) for p in zip(*parts))
+        n_seq = (E + S) * B  # sequence e*B + b: batch row b in memory e (the padding slot's B sequences follow)
+        pad_seq = (slots - E - S) * B
+        q = self.q_proj(xs)
+        k, v, b_logit, a_logit = self._kvba_packed(xs, cu[:n_seq + 1:B])
 
         old = state if state is not None else (self._empty_state(B, x) if use_cache else None)
 
         def by_sequence(mem, shared):
-            # [B, E, ...] and [B, S, ...] -> [(E+S)*B, ...], memory-major like the packing.
+            # [B, E, ...] and [B, S, ...] -> [slots*B, ...], memory-major like the packing; the padding slot's
+            # sequences start from zeros (their rows are zeros too, and their results are dropped).
             both = torch.cat([mem, shared], 1)
-            return both.transpose(0, 1).reshape(n_seq, *both.shape[2:])
+            seqs = both.transpose(0, 1).reshape(n_seq, *both.shape[2:])
+            return torch.cat([seqs, seqs.new_zeros(pad_seq, *seqs.shape[1:])]) if pad_seq else seqs
 
         conv_names = ("q", "k", "v")
         conv_init = {n: None if old is None else by_sequence(getattr(old, "conv_" + n),
@@ -263,7 +265,7 @@ class MomAttention(nn.Module):
         conv_final = {}
         if self.use_short_conv:
             (q, conv_final["q"]), (k, conv_final["k"]), (v, conv_final["v"]) = (
-                getattr(self, f"{n}_conv1d").packed(t, cu_real, conv_init[n]) for n, t in zip(conv_names, (q, k, v)))
+                getattr(self, f"{n}_conv1d").packed(t, cu, conv_init[n]) for n, t in zip(conv_names, (q, k, v)))
         else:
             q, k, v = F.silu(q), F.silu(k), F.silu(v)
 
@@ -277,22 +279,20 @@ class MomAttention(nn.Module):
         fn = fused_recurrent_gated_delta_rule if recurrent else chunk_gated_delta_rule
         h0 = None if old is None else by_sequence(old.recurrent, old.shared_recurrent)
         o, h = fn(q, k, v, g.to(q.dtype).unsqueeze(0), beta.to(q.dtype).unsqueeze(0), initial_state=h0,
-                  output_final_state=use_cache, use_qk_l2norm_in_kernel=True, cu_seqlens=cu_real)
-        o = o.reshape(R, self.value_dim)
-        if R < xs.shape[0]:
-            o = torch.cat([o, o.new_zeros(xs.shape[0] - R, self.value_dim)], 0)
-        o = mom_combine(o, weights, idx, sort_index, slots).view(B, T, H, self.head_v_dim)
+                  output_final_state=use_cache, use_qk_l2norm_in_kernel=True, cu_seqlens=cu)
+        o = mom_combine(o.reshape(R, self.value_dim), weights, idx, sort_index, slots).view(B, T, H, self.head_v_dim)
 
         new_state = None
         if use_cache:
             # Kernels are expected to return the initial state of an empty sequence unchanged; the select makes
             # "unselected memories keep their state bit for bit" independent of that.
-            touched = cu_real.diff() > 0
+            touched = cu[:n_seq + 1].diff() > 0
 
             def by_memory(t):  # inverse of by_sequence, before the split into routed and shared
-                return t.view(E + S, B, *t.shape[1:]).transpose(0, 1)
+                return t[:n_seq].view(E + S, B, *t.shape[1:]).transpose(0, 1)
 
             def keep(new, prev):
+                new, prev = new[:n_seq], prev[:n_seq]
                 return by_memory(torch.where(touched.view(-1, *([1] * (new.dim() - 1))), new, prev.to(new.dtype)))
 
             fields = {"recurrent": keep(h, h0)}
