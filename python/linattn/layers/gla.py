@@ -4,11 +4,10 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..ops.gla import chunk_gla, chunk_simple_gla, fused_recurrent_gla, fused_recurrent_simple_gla
 from .base import FlaTokenMixer, check_mode, heads_multiple, repad
-from .modules import GatedRMSNorm, RMSNorm, ShortConvolution, _at_least_fp32, activation
+from .modules import GatedRMSNorm, RMSNorm, ShortConvolution, _at_least_fp32, activation, logsigmoid
 
 __all__ = ["GatedLinearAttention", "SimpleGatedLinearAttention", "LightningAttention", "GatedRMSNorm"]
 
@@ -133,7 +132,7 @@ class GatedLinearAttention(_GlaFamily):
         conv_states = None
         if self.use_short_conv:
             (q, k, v), conv_states = self._short_convs(q, k, v, state, cu_seqlens)
-        gk = F.logsigmoid(_at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer
+        gk = logsigmoid(_at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer
         if self.clamp_min is not None:
             gk = gk.clamp_min(self.clamp_min)
         if self.feature_map_fn is not None:
@@ -204,7 +203,7 @@ class SimpleGatedLinearAttention(_GlaFamily):
 
     def _decay(self, x: torch.Tensor):
         """(per-step log gate [.., H] or None, constant per-head log decay [H] or None)."""
-        return F.logsigmoid(_at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer, None
+        return logsigmoid(_at_least_fp32(self.gk_proj(x))) / self.gate_logit_normalizer, None
 
     def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                 past_key_values=None, use_cache: Optional[bool] = False, output_attentions: Optional[bool] = False,

@@ -24,11 +24,20 @@ def _tanh_gelu(x: torch.Tensor) -> torch.Tensor:
     return (0.5 * y * (1.0 + torch.tanh(0.79788456 * (y + 0.044715 * y * y * y)))).to(x.dtype)
 
 
+def logsigmoid(x: torch.Tensor) -> torch.Tensor:
+    """F.logsigmoid, except under torch.compile: there the same function as min(x, 0) - log1p(e^-|x|) (exact;
+    inductor fuses it), because torch's log_sigmoid_backward decomposition guards on a buffer's numel, which fails
+    on CPU when unpadding a padding mask has made the row count data-dependent."""
+    if torch.compiler.is_compiling():
+        return 0.5 * (x - x.abs()) - torch.log1p(torch.exp(-x.abs()))  # min(x, 0) with slope 1/2 at 0, like F
+    return F.logsigmoid(x)
+
+
 # The names fla's layers accept for `feature_map` and `gate_fn` (its ACT2FN table), as unary functions.
 ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": F.relu,
     "sigmoid": torch.sigmoid,
-    "logsigmoid": F.logsigmoid,
+    "logsigmoid": logsigmoid,
     "silu": F.silu,
     "swish": F.silu,
     "sqrelu": _sqrelu,

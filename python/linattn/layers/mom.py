@@ -235,7 +235,8 @@ class MomAttention(nn.Module):
         router_logits = self.gate(x)
         weights, idx = mom_route(router_logits, self.topk)
         # Slot E is the shared memory (weight 1, not renormalised); padded tokens send every copy to one more,
-        # unprocessed slot, so they reach no memory, change no state and get weight 0.
+        # slot whose sequences run from zero states and are dropped, so they reach no memory, change no state and
+        # get weight 0.
         if S:
             idx = torch.cat([idx, idx.new_full((B, T, 1), E)], -1)
             weights = torch.cat([weights, weights.new_ones(B, T, 1)], -1)
