@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from linattn.layers import MomAttention, StateCache
+import linattn.layers.mom as mom_module
 from linattn.layers.mom import MomState, load_balancing_loss
 from linattn.reference import delta_rule_recurrence
 from helpers import assert_close
@@ -221,6 +222,32 @@ def test_padding_mask_and_varlen_equal_separate_sequences():
         assert logits.shape == (sum(lengths), layer.num_memories)
 
 
+@pytest.mark.parametrize("many_sequences", [False, True], ids=["packed_dispatch", "padded_fallback"])
+def test_varlen_prefill_then_batched_decode_equals_separate_sequences(many_sequences, monkeypatch):
+    """cu_seqlens: memories see (memory, sequence) pairs; with more pairs than the CUDA dispatch takes, the layer
+    pads the sequences into rows instead. Either way each sequence equals its own run, and the cache (one state
+    per sequence) continues as a batch of rows."""
+    if many_sequences:
+        monkeypatch.setattr(mom_module, "_MAX_VIRTUAL_MEMORIES", 4)
+    layer = make().eval()
+    lengths = [11, 1, 7]
+    seqs = [torch.randn(1, n + 3, D, dtype=torch.float64) for n in lengths]
+    with torch.no_grad():
+        alone = [layer(s)[0] for s in seqs]
+        cache = StateCache()
+        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()])
+        o, _, _, logits = layer(torch.cat([s[:, :n] for s, n in zip(seqs, lengths)], 1), cu_seqlens=cu,
+                                past_key_values=cache, use_cache=True)
+        assert logits.shape == (sum(lengths), layer.num_memories)
+        for n, (s, L) in enumerate(zip(alone, lengths)):
+            assert_close(o[0, int(cu[n]):int(cu[n + 1])], s[0, :L], atol=1e-10, rtol=1e-10, name=f"prefill {n}")
+        for t in range(3):
+            step = torch.cat([s[:, L + t:L + t + 1] for s, L in zip(seqs, lengths)], 0)
+            out = layer(step, past_key_values=cache, use_cache=True)[0]
+            for n, (s, L) in enumerate(zip(alone, lengths)):
+                assert_close(out[n, 0], s[0, L + t], atol=1e-10, rtol=1e-10, name=f"decode {n} step {t}")
+
+
 def test_left_padded_batch_decodes_like_unpadded_rows():
     layer = make().eval()
     x = torch.randn(2, 16, D, dtype=torch.float64)
@@ -336,21 +363,24 @@ def test_bad_arguments():
         layer(torch.randn(2, 5, D, dtype=torch.float64), attention_mask=torch.ones(2, 4))
 
 
-@pytest.mark.parametrize("masked", [False, True], ids=["dense", "padding_mask"])
-def test_compile_fullgraph_equals_eager(masked):
+@pytest.mark.parametrize("inputs", ["dense", "padding_mask", "cu_seqlens"])
+def test_compile_fullgraph_equals_eager(inputs):
     """The whole layer (routing, grouped projections, packed convolutions, gated DeltaNet, combine, cache update)
     traces into one graph; outputs, the new cache and the gradients equal eager mode."""
     torch._dynamo.reset()
     layer = make(num_memories=3).float().train()
     x = torch.randn(2, 21, D)
-    mask = torch.ones(2, 21, dtype=torch.long)
-    mask[1, :5] = 0  # left padding
+    kw = {}
+    if inputs == "padding_mask":
+        kw["attention_mask"] = torch.ones(2, 21, dtype=torch.long)
+        kw["attention_mask"][1, :5] = 0  # left padding
+    elif inputs == "cu_seqlens":
+        x, kw["cu_seqlens"] = x.view(1, 42, D), torch.tensor([0, 13, 14, 42])
 
     def run(fn):
         xin = x.clone().requires_grad_()
         cache = StateCache()
-        o, _, cache, logits = fn(xin, attention_mask=mask if masked else None, past_key_values=cache,
-                                 use_cache=True)
+        o, _, cache, logits = fn(xin, past_key_values=cache, use_cache=True, **kw)
         (o.square().sum() + logits.sum()).backward()
         state = cache.states[0][0]
         grads = [xin.grad] + [p.grad.clone() for p in layer.parameters()]

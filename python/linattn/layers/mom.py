@@ -5,7 +5,7 @@ tokens routed to it, in token order, as one packed varlen batch, and the outputs
 weights. An optional shared memory sees every token with weight 1.
 """
 import math
-from typing import NamedTuple, Optional, Sequence, Union
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -15,6 +15,9 @@ from ..ops.delta_rule import chunk_gated_delta_rule, fused_recurrent_gated_delta
 from ..ops.mom import mom_combine, mom_dispatch, mom_grouped_linear, mom_route
 from .cache import StateCache, read_layer_state, write_layer_state
 from .modules import GatedRMSNorm, RMSNorm, ShortConvolution, _at_least_fp32
+
+
+_MAX_VIRTUAL_MEMORIES = 512  # mom_dispatch's CUDA limit on num_memories (ops/mom/cuda/mom_launch.h)
 
 
 class MomState(NamedTuple):
@@ -83,7 +86,9 @@ class MomAttention(nn.Module):
     The auxiliary loss is `layer.load_balancing_loss(router_logits, attention_mask)` (Mixtral form, see
     `load_balancing_loss`), computed by the caller as fla's model does. attention_mask [B, T] or
     [B, past + T] (1 = token, 0 = padding, any position): padded tokens enter no memory and do not change any
-    state. cu_seqlens (B = 1) packs independent sequences; router_logits then has one row per real token.
+    state. cu_seqlens (B = 1) packs independent sequences; router_logits then has one row per real token. Packed
+    sequences are routed without padding (memory e's varlen sequences are its (e, sequence) pairs) while
+    (E + shared) * N <= 512, else padded into rows (one host read).
 
     Cache: `past_key_values` is a linattn StateCache, a transformers Cache, or a plain dict {layer_idx: MomState}
     (layer_idx None counts as 0). The layer reads its MomState when the cache holds one and, with
@@ -215,22 +220,36 @@ class MomAttention(nn.Module):
             raise ValueError(f"with cu_seqlens the batch size must be 1, got {x.shape[0]}")
         if attention_mask is not None:
             raise ValueError("pass either cu_seqlens or attention_mask, not both")
-        # Sequences become rows of a right-padded batch; padding is exact here (padded tokens enter no memory).
         cu = cu_seqlens.to(x.device, torch.long)
         lengths = cu.diff()
-        N, L = lengths.numel(), int(lengths.max()) if lengths.numel() else 0
-        mask = torch.arange(L, device=x.device)[None, :] < lengths[:, None]
-        padded = x.new_zeros(N, L, x.shape[-1]).masked_scatter(mask[..., None], x[0])
+        N, T = lengths.numel(), x.shape[1]
         if use_cache and past_key_values is None:
             past_key_values = StateCache()
         state = self._read_cache(past_key_values)
-        o, router_logits, new_state = self._mix(padded, mask, state, bool(use_cache))
+        slots = self.num_memories + int(self.shared_mem)
+        if slots * N > _MAX_VIRTUAL_MEMORIES:
+            # Too many (memory, sequence) pairs for the CUDA dispatch: sequences become rows of a right-padded
+            # batch instead (exact: padded tokens enter no memory), at the price of one host read for the length
+            # (and a graph break under torch.compile). Same on every device, so CPU tests cover it.
+            L = int(lengths.max())
+            mask = torch.arange(L, device=x.device)[None, :] < lengths[:, None]
+            padded = x.new_zeros(N, L, x.shape[-1]).masked_scatter(mask[..., None], x[0])
+            o, router_logits, new_state = self._mix(padded, mask, state, bool(use_cache))
+            o, router_logits = o[mask].unsqueeze(0), router_logits[mask]
+        else:
+            seq_of_token = torch.repeat_interleave(torch.arange(N, device=x.device), lengths, output_size=T)
+            o, router_logits, new_state = self._mix(x, None, state, bool(use_cache), (N, seq_of_token))
+            router_logits = router_logits.reshape(-1, self.num_memories)
         if use_cache:
-            self._write_cache(past_key_values, new_state, x.shape[1])
-        return o[mask].unsqueeze(0), None, past_key_values, router_logits[mask]
+            self._write_cache(past_key_values, new_state, T)
+        return o, None, past_key_values, router_logits
 
-    def _mix(self, x: torch.Tensor, valid: Optional[torch.Tensor], state: Optional[MomState], use_cache: bool):
+    def _mix(self, x: torch.Tensor, valid: Optional[torch.Tensor], state: Optional[MomState], use_cache: bool,
+             packed: Optional[Tuple[int, torch.Tensor]] = None):
+        """packed = (N, sequence of each token [T]) for N sequences packed in one row (B = 1): the memories' varlen
+        sequences are then (memory, packed sequence) pairs instead of (memory, batch row)."""
         B, T, _ = x.shape
+        nb = B if packed is None else packed[0]  # states per memory: batch rows or packed sequences
         E, S, H = self.num_memories, int(self.shared_mem), self.num_heads
         router_logits = self.gate(x)
         weights, idx = mom_route(router_logits, self.topk)
@@ -245,13 +264,15 @@ class MomAttention(nn.Module):
             idx = torch.where(valid[..., None], idx, slots)
             weights = weights * valid[..., None].to(weights.dtype)
             slots += 1
+        if packed is not None:  # virtual memory e*N + n: memory e, packed sequence n (dispatch with B = 1)
+            idx, slots = idx * nb + packed[1].view(1, T, 1), slots * nb
         xs, cu, sort_index = mom_dispatch(x, idx, slots)
-        n_seq = (E + S) * B  # sequence e*B + b: batch row b in memory e (the padding slot's B sequences follow)
-        pad_seq = (slots - E - S) * B
+        n_seq = (E + S) * nb  # sequence e*nb + b: batch row (or packed sequence) b in memory e
+        pad_seq = cu.numel() - 1 - n_seq  # the padding slot's sequences, when there is a padding mask
         q = self.q_proj(xs)
-        k, v, b_logit, a_logit = self._kvba_packed(xs, cu[:n_seq + 1:B])
+        k, v, b_logit, a_logit = self._kvba_packed(xs, cu[:n_seq + 1:nb])
 
-        old = state if state is not None else (self._empty_state(B, x) if use_cache else None)
+        old = state if state is not None else (self._empty_state(nb, x) if use_cache else None)
 
         def by_sequence(mem, shared):
             # [B, E, ...] and [B, S, ...] -> [slots*B, ...], memory-major like the packing; the padding slot's
@@ -290,7 +311,7 @@ class MomAttention(nn.Module):
             touched = cu[:n_seq + 1].diff() > 0
 
             def by_memory(t):  # inverse of by_sequence, before the split into routed and shared
-                return t[:n_seq].view(E + S, B, *t.shape[1:]).transpose(0, 1)
+                return t[:n_seq].view(E + S, nb, *t.shape[1:]).transpose(0, 1)
 
             def keep(new, prev):
                 new, prev = new[:n_seq], prev[:n_seq]
