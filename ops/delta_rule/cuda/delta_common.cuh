@@ -20,6 +20,7 @@
 #include <cstdint>
 
 #include "csrc/cuda/batched_copy.cuh"
+#include "csrc/cuda/chunk_slots.cuh"
 #include "csrc/cuda/type_utils.cuh"
 #include "ops/delta_rule/cuda/delta_launch.h"
 #include "ops/delta_rule/delta_params.h"
@@ -49,40 +50,17 @@ static_assert((kThreads / 32) * 4 == kBV, "substitutions: 8 warps x 4 columns");
 static_assert(2 * kChunk * kLD >= kChunk * kLDA, "a [64 x kLDA] matrix fits in two [64 x kLD] tiles");
 
 // ---------------------------------------------------------------------------------------------------------
-// Sequences and chunk slots
+// Sequences and chunk slots (csrc/cuda/chunk_slots.cuh), bound to this family's chunk size and params. See
+// num_state_slots in delta_launch.h.
 
-struct SeqSpan {
-  int64_t bos, len;
-};
+using cuda_utils::SeqSpan;
+using cuda_utils::seq_span;
 
-__device__ __forceinline__ SeqSpan seq_span(const FwdParams& p, int64_t n) {
-  if (p.cu_seqlens != nullptr) {
-    const int64_t b = p.cu_seqlens[n];
-    return {b, p.cu_seqlens[n + 1] - b};
-  }
-  return {n * p.seqlen, p.seqlen};
-}
+__device__ __forceinline__ int64_t slot_base(int64_t bos, int64_t n) { return cuda_utils::slot_base<kChunk>(bos, n); }
 
-// See num_state_slots in delta_launch.h.
-__device__ __forceinline__ int64_t slot_base(int64_t bos, int64_t n) { return bos / kChunk + 2 * n; }
-
-// Maps a slot to (sequence n, chunk c); false for slots that hold no chunk. Binary search for the last n
-// with slot_base(n) <= slot (the bases strictly increase, also across empty sequences).
 __device__ __forceinline__ bool locate_chunk(const FwdParams& p, int64_t slot, int64_t& n, int64_t& c,
                                              SeqSpan& seq) {
-  int64_t lo = 0, hi = p.num_seqs - 1;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (slot_base(seq_span(p, mid).bos, mid) <= slot) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  n = lo;
-  seq = seq_span(p, n);
-  c = slot - slot_base(seq.bos, n);
-  return c >= 0 && c * kChunk < seq.len;
+  return cuda_utils::locate_chunk<kChunk>(p, slot, n, c, seq);
 }
 
 // ---------------------------------------------------------------------------------------------------------

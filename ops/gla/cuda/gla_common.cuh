@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "csrc/cuda/batched_copy.cuh"
+#include "csrc/cuda/chunk_slots.cuh"
 #include "csrc/cuda/type_utils.cuh"
 #include "ops/gla/cuda/gla_launch.h"
 #include "ops/gla/gla_params.h"
@@ -48,40 +49,17 @@ static_assert(kSegs * kSegRows == kChunk && kSegs * kBK == kThreads, "column sca
 static_assert(kBK % 8 == 0 && kThreads == kBK * 8, "the dg carry maps thread t to row t / 8 and lane t % 8");
 
 // ---------------------------------------------------------------------------------------------------------
-// Sequences and chunk slots
+// Sequences and chunk slots (csrc/cuda/chunk_slots.cuh), bound to this family's chunk size and params. See
+// num_state_slots in gla_launch.h.
 
-struct SeqSpan {
-  int64_t bos, len;
-};
+using cuda_utils::SeqSpan;
+using cuda_utils::seq_span;
 
-__device__ __forceinline__ SeqSpan seq_span(const FwdParams& p, int64_t n) {
-  if (p.cu_seqlens != nullptr) {
-    const int64_t b = p.cu_seqlens[n];
-    return {b, p.cu_seqlens[n + 1] - b};
-  }
-  return {n * p.seqlen, p.seqlen};
-}
+__device__ __forceinline__ int64_t slot_base(int64_t bos, int64_t n) { return cuda_utils::slot_base<kChunk>(bos, n); }
 
-// See num_state_slots in gla_launch.h.
-__device__ __forceinline__ int64_t slot_base(int64_t bos, int64_t n) { return bos / kChunk + 2 * n; }
-
-// Maps a state slot to (sequence n, chunk c); false when the slot holds no chunk start (a final-state slot
-// or an unused gap slot). The binary search looks for the last n with slot_base(n) <= slot.
 __device__ __forceinline__ bool locate_chunk(const FwdParams& p, int64_t slot, int64_t& n, int64_t& c,
                                              SeqSpan& seq) {
-  int64_t lo = 0, hi = p.num_seqs - 1;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi + 1) / 2;
-    if (slot_base(seq_span(p, mid).bos, mid) <= slot) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  n = lo;
-  seq = seq_span(p, n);
-  c = slot - slot_base(seq.bos, n);
-  return c >= 0 && c * kChunk < seq.len;
+  return cuda_utils::locate_chunk<kChunk>(p, slot, n, c, seq);
 }
 
 // ---------------------------------------------------------------------------------------------------------
