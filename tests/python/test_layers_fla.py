@@ -457,3 +457,24 @@ def test_compile_fullgraph_with_padding_and_varlen(name, inputs):
     assert_close(o_c, o_e, name=name, atol=1e-10, rtol=1e-10)
     for n, a, b in zip(["x"] + [n for n, _ in layer.named_parameters()], g_c, g_e):
         assert_close(a, b, name=f"{name}: grad of {n}", atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["gla_gqa_conv_fmap", "gdn"])
+def test_torch_export_with_dynamic_length(name):
+    """torch.export captures the layer (the ops are opaque with Meta kernels) and the exported program runs at
+    another length, equal to eager; lengths above 64 keep eval mode on the chunk kernels (fla's switch)."""
+    layer = make(name).eval()
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, layer):
+            super().__init__()
+            self.layer = layer
+
+        def forward(self, x):
+            return self.layer(x)[0]
+
+    wrapped = Wrapped(layer)
+    program = torch.export.export(wrapped, (torch.randn(2, 70, D, dtype=torch.float64),),
+                                  dynamic_shapes={"x": {1: torch.export.Dim("T", min=65, max=8192)}})
+    x = torch.randn(2, 131, D, dtype=torch.float64)
+    assert_close(program.module()(x), wrapped(x), name=name, atol=1e-12, rtol=1e-12)
