@@ -2,6 +2,7 @@
 // autograd for the forward and the registered backward ops (_mom_dispatch_backward, _mom_combine_backward)
 // for the gradients, so every backend with the forward kernels differentiates the same way.
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -177,7 +178,25 @@ std::vector<Tensor> grouped_linear_weight_grad_autograd(const Tensor& grad_y, co
   return GroupedLinearWeightGradFunction::apply(grad_y, x, offsets, groups);
 }
 
+// Under autocast the per-memory projections behave as the nn.Linear layers they replace: x and the weights are
+// cast to the autocast dtype of their device (the weights through autocast's cache).
+template <c10::DeviceType kDevice>
+Tensor grouped_linear_autocast(const Tensor& x, at::TensorList weights, const Tensor& offsets) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(at::autocast::get_autocast_dispatch_key_from_device_type(kDevice));
+  const at::ScalarType dtype = at::autocast::get_lower_precision_fp_from_device_type(kDevice);
+  return grouped_linear_op(at::autocast::cached_cast(dtype, x, kDevice),
+                           at::autocast::cached_cast(dtype, weights, kDevice), offsets);
+}
+
 }  // namespace
+
+TORCH_LIBRARY_IMPL(linattn, AutocastCPU, m) {
+  m.impl("mom_grouped_linear", &grouped_linear_autocast<c10::DeviceType::CPU>);
+}
+
+TORCH_LIBRARY_IMPL(linattn, AutocastCUDA, m) {
+  m.impl("mom_grouped_linear", &grouped_linear_autocast<c10::DeviceType::CUDA>);
+}
 
 TORCH_LIBRARY_IMPL(linattn, Autograd, m) {
   m.impl("mom_dispatch", &dispatch_autograd);
