@@ -5,7 +5,8 @@ Moving a flash-linear-attention 0.5 code base over is an import change: `from fl
 `state_v_first` before `cu_seqlens`, and `gk`, `gv` before `beta` in the recurrent gated delta rule, where linattn's
 own functions differ). Every function forwards by keyword to the linattn op of the same name, so the semantics,
 the supported keywords and the errors for what linattn does not implement are those documented there.
-`linattn.fla.layers` holds the layers that load fla's state dicts.
+`linattn.fla.layers` holds the layers that load fla's state dicts; `linattn.fla.models` (imported on use: it needs
+transformers) fla's GLA / DeltaNet / GatedDeltaNet causal LMs.
 """
 from . import layers, ops
 
