@@ -153,3 +153,23 @@ def test_unsupported_configurations_raise():
         DeltaNetForCausalLM(DeltaNetConfig(**SMALL, hidden_act="powlu"))
     with pytest.raises(ValueError, match="cannot be True at the same time"):
         GLAConfig(fuse_cross_entropy=True, fuse_linear_cross_entropy=True)
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    model = build("gated_deltanet").train()
+    ids = torch.randint(1, VOCAB, (2, 70))
+
+    def loss_and_grads():
+        model.zero_grad()
+        loss = model(ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    plain = loss_and_grads()
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    assert model.model.gradient_checkpointing
+    checkpointed = loss_and_grads()
+    assert torch.equal(plain[0], checkpointed[0])
+    for a, b in zip(plain[1], checkpointed[1]):
+        assert torch.equal(a, b)
