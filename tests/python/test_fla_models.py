@@ -1,9 +1,10 @@
-"""linattn.fla.models: fla 0.5.2's GLA / DeltaNet / GatedDeltaNet causal LMs over linattn's layers.
+"""linattn.fla.models: fla 0.5.2's GLA / DeltaNet / GatedDeltaNet / MoM causal LMs over linattn's layers.
 
 * module names and shapes are fla's (block layout and GatedMLP sizing read off fla 0.5.2's modeling files; the
   token mixers' own names are checked against fla in test_layers_fla.py);
 * the forward equals the block recipe spelled out here in float64 (pre-norm residual blocks, RMSNorm, SwiGLU);
-* the loss is fla's (labels shifted inside forward); greedy generation with the cache equals greedy decoding by
+* the loss is fla's (labels shifted inside forward; MoM adds aux_loss_scale times the Mixtral load-balancing loss
+  over all layers' routing, written out here); greedy generation with the cache equals greedy decoding by
   full recomputation, also for a left-padded batch; save / from_pretrained and the Auto classes round-trip;
 * configs take fla's config.json fields; what is not supported raises.
 """
@@ -15,7 +16,7 @@ import torch.nn.functional as F
 import transformers
 
 from linattn.fla.models import (DeltaNetConfig, DeltaNetForCausalLM, GatedDeltaNetConfig, GatedDeltaNetForCausalLM,
-                                GLAConfig, GLAForCausalLM)
+                                GLAConfig, GLAForCausalLM, MomConfig, MomForCausalLM)
 
 VOCAB = 61
 SMALL = dict(hidden_size=32, num_hidden_layers=2, vocab_size=VOCAB, num_heads=2, pad_token_id=0)
@@ -23,6 +24,7 @@ FAMILIES = {
     "gla": (GLAConfig, GLAForCausalLM, dict(use_short_conv=True)),
     "delta_net": (DeltaNetConfig, DeltaNetForCausalLM, dict()),
     "gated_deltanet": (GatedDeltaNetConfig, GatedDeltaNetForCausalLM, dict(head_dim=8)),
+    "mom": (MomConfig, MomForCausalLM, dict(head_dim=8, num_memories=3, topk=2)),
 }
 
 
@@ -54,6 +56,9 @@ def test_fla_config_defaults_and_mlp_size():
     assert (c.expand_k, c.expand_v, c.num_heads, c.num_hidden_layers, c.use_short_conv) == (0.5, 1.0, 4, 24, False)
     c = DeltaNetConfig()
     assert (c.num_heads, c.qk_norm, c.qk_activation, c.use_beta, c.use_short_conv) == (16, "l2", "silu", True, True)
+    c = MomConfig()
+    assert (c.num_memories, c.topk, c.aux_loss_scale, c.shared_mem, c.head_dim, c.num_heads, c.expand_v) == \
+        (4, 2, 0.01, True, 256, 4, 1.0)
 
 
 @pytest.mark.parametrize("name", list(FAMILIES))
@@ -80,14 +85,24 @@ def test_forward_and_loss_follow_the_block_recipe(name):
     out = model(ids, labels=ids)
     eps = model.config.norm_eps
     h = model.model.embeddings.weight[ids]
+    routing = []
     for block in model.model.layers:
-        h = h + block.attn(rms(h, block.attn_norm.weight, eps))[0]
+        mixed = block.attn(rms(h, block.attn_norm.weight, eps))
+        h = h + mixed[0]
+        routing += [mixed[3]] if name == "mom" else []
         mlp = block.mlp
         x = rms(h, block.mlp_norm.weight, eps)
         h = h + (F.silu(x @ mlp.gate_proj.weight.t()) * (x @ mlp.up_proj.weight.t())) @ mlp.down_proj.weight.t()
     logits = rms(h, model.model.norm.weight, eps) @ model.lm_head.weight.t()
     torch.testing.assert_close(out.logits, logits, atol=1e-10, rtol=1e-10)
     loss = F.cross_entropy(logits[:, :-1].reshape(-1, VOCAB), ids[:, 1:].reshape(-1))
+    if name == "mom":  # E * sum_e (fraction of tokens with e in their top-k) * (mean probability of e)
+        probs = torch.cat(routing).softmax(-1)
+        E = model.config.num_memories
+        chosen = F.one_hot(probs.topk(model.config.topk, -1).indices, E).sum(1).double()
+        aux = E * (chosen.mean(0) * probs.mean(0)).sum()
+        torch.testing.assert_close(out.aux_loss, aux, atol=1e-12, rtol=1e-12)
+        loss = loss + model.config.aux_loss_scale * aux
     torch.testing.assert_close(out.loss, loss, atol=1e-12, rtol=1e-12)
     assert model(ids, logits_to_keep=1).logits.shape == (2, 1, VOCAB)
     out.loss.backward()
@@ -151,6 +166,8 @@ def test_unsupported_configurations_raise():
         GLAForCausalLM(GLAConfig(**SMALL, attn={"layers": [1], "num_heads": 2}))
     with pytest.raises(NotImplementedError, match="hidden_act"):
         DeltaNetForCausalLM(DeltaNetConfig(**SMALL, hidden_act="powlu"))
+    with pytest.raises(NotImplementedError, match="mom_backend"):
+        MomForCausalLM(MomConfig(**SMALL, head_dim=8, mom_backend="gla"))
     with pytest.raises(ValueError, match="cannot be True at the same time"):
         GLAConfig(fuse_cross_entropy=True, fuse_linear_cross_entropy=True)
 

@@ -1,5 +1,5 @@
-"""Configurations with the model_type, field names and defaults of fla 0.5.2's GLAConfig, DeltaNetConfig and
-GatedDeltaNetConfig, so their config.json files load (`from_pretrained`) and keyword constructions carry over.
+"""Configurations with the model_type, field names and defaults of fla 0.5.2's GLAConfig, DeltaNetConfig,
+GatedDeltaNetConfig and MomConfig, so their config.json files load (`from_pretrained`) and keyword constructions carry over.
 
 Fields that change no result here (fuse_norm, fuse_swiglu, fuse_cross_entropy, fuse_linear_cross_entropy: fla's
 kernel choices for the same math) are kept and ignored. Hybrid softmax-attention layers (`attn`), attention
@@ -61,3 +61,11 @@ class GatedDeltaNetConfig(_FlaConfig):
     keys_to_ignore_at_inference = ["past_key_values"]
     defaults = dict(expand_v=2.0, use_gate=True, use_short_conv=True, allow_neg_eigval=False, conv_size=4,
                     head_dim=256, num_heads=6, num_v_heads=None, num_hidden_layers=21)
+
+
+class MomConfig(_FlaConfig):
+    model_type = "mom"
+    keys_to_ignore_at_inference = ["past_key_values"]
+    defaults = dict(conv_size=4, num_heads=4, head_dim=256, expand_v=1.0, use_output_gate=True, use_short_conv=True,
+                    num_hidden_layers=24, num_memories=4, topk=2, capacity=1.0, use_layer_wise_balance=True,
+                    aux_loss_scale=0.01, shared_mem=True, single_kv_proj=False, mom_backend="gated_deltanet")

@@ -1,8 +1,9 @@
-"""fla 0.5.2's causal LMs over linattn's layers: <Name>Model (embeddings, blocks, final norm) and <Name>ForCausalLM
+"""fla 0.5.2's causal LMs (GLA, DeltaNet, GatedDeltaNet, MoM) over linattn's layers: <Name>Model (embeddings, blocks, final norm) and <Name>ForCausalLM
 (+ lm_head) with fla's module names, so fla checkpoints (state dicts, `save_pretrained` folders) load as they are.
 
 A block is pre-norm: h = h + attn(attn_norm(h)), h = h + mlp(mlp_norm(h)), the MLP a SwiGLU (gate_proj, up_proj,
-down_proj; intermediate size from hidden_ratio as in fla). fla's fused norms and fused losses compute the same
+down_proj; intermediate size from hidden_ratio as in fla). MoM adds fla's auxiliary load-balancing loss over all
+layers' routing (aux_loss_scale) to the loss. fla's fused norms and fused losses compute the same
 functions; here they are the plain forms. The loss is fla's: labels shifted left by one inside forward, the last
 position ignored, mean cross entropy. Generation goes through transformers' GenerationMixin with its default cache,
 which the layers read and write (their states, not fla's Cache contents)."""
@@ -13,20 +14,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 import transformers
 from transformers import GenerationMixin, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 
-from ...layers import DeltaNet, GatedDeltaNet, GatedLinearAttention
+from ...layers import DeltaNet, GatedDeltaNet, GatedLinearAttention, MomAttention
 from ...layers.modules import RMSNorm
-from .configs import DeltaNetConfig, GatedDeltaNetConfig, GLAConfig
+from ...layers.mom import load_balancing_loss
+from .configs import DeltaNetConfig, GatedDeltaNetConfig, GLAConfig, MomConfig
 
 
 def _check_supported(config) -> None:
     unsupported = {"attn": config.attn is not None, "attnres_block_size": config.attnres_block_size is not None,
-                   "use_l2warp": bool(config.use_l2warp), "hidden_act": config.hidden_act != "swish"}
+                   "use_l2warp": bool(config.use_l2warp), "hidden_act": config.hidden_act != "swish",
+                   "mom_backend": getattr(config, "mom_backend", "gated_deltanet") != "gated_deltanet"}
     names = [name for name, bad in unsupported.items() if bad]
     if names:
         raise NotImplementedError(f"{type(config).__name__}: {', '.join(names)} (hybrid softmax-attention layers, "
-                                  "attention residuals, l2warp, powlu MLPs) are not supported by linattn's models")
+                                  "attention residuals, l2warp, powlu MLPs, MoM backends other than gated_deltanet) are not "
+                                  "supported by linattn's models")
 
 
 class GatedMLP(nn.Module):
@@ -62,6 +66,10 @@ def _mixer(config, layer_idx: int) -> nn.Module:
                         use_beta=config.use_beta, allow_neg_eigval=config.allow_neg_eigval,
                         use_output_norm=config.use_output_norm, qk_norm=config.qk_norm,
                         qk_activation=config.qk_activation, **common)
+    if isinstance(config, MomConfig):
+        return MomAttention(expand_v=config.expand_v, head_dim=config.head_dim, use_output_gate=config.use_output_gate,
+                            num_memories=config.num_memories, topk=config.topk, capacity=config.capacity,
+                            shared_mem=config.shared_mem, single_kv_proj=config.single_kv_proj, **common)
     return GatedDeltaNet(expand_v=config.expand_v, head_dim=config.head_dim, num_v_heads=config.num_v_heads,
                          use_gate=config.use_gate, allow_neg_eigval=config.allow_neg_eigval, **common)
 
@@ -75,10 +83,12 @@ class FlaBlock(nn.Module):
         self.mlp = GatedMLP(config.hidden_size, config.hidden_ratio, config.intermediate_size)
 
     def forward(self, hidden_states, attention_mask=None, past_key_values=None, use_cache=False, **kwargs):
-        o, _, past_key_values = self.attn(self.attn_norm(hidden_states), attention_mask=attention_mask,
-                                          past_key_values=past_key_values, use_cache=use_cache, **kwargs)
-        hidden_states = hidden_states + o
-        return hidden_states + self.mlp(self.mlp_norm(hidden_states)), past_key_values
+        """-> (hidden_states, cache, router logits of a MoM mixer or None)."""
+        out = self.attn(self.attn_norm(hidden_states), attention_mask=attention_mask,
+                        past_key_values=past_key_values, use_cache=use_cache, **kwargs)
+        hidden_states = hidden_states + out[0]
+        router_logits = out[3] if len(out) > 3 else None
+        return hidden_states + self.mlp(self.mlp_norm(hidden_states)), out[2], router_logits
 
 
 class FlaPreTrainedModel(PreTrainedModel):
@@ -116,22 +126,26 @@ class FlaModel(FlaPreTrainedModel):
         mixer_kwargs = {"cu_seqlens": kwargs["cu_seqlens"]} if kwargs.get("cu_seqlens") is not None else {}
         hidden_states = self.embeddings(input_ids) if inputs_embeds is None else inputs_embeds
         all_hidden = () if output_hidden_states else None
+        routers = ()
         for layer in self.layers:
             if output_hidden_states:
                 all_hidden += (hidden_states,)
             if self.gradient_checkpointing and self.training:
-                hidden_states, past_key_values = self._gradient_checkpointing_func(
+                hidden_states, past_key_values, router_logits = self._gradient_checkpointing_func(
                     layer.__call__, hidden_states, attention_mask, past_key_values, use_cache, **mixer_kwargs)
             else:
-                hidden_states, past_key_values = layer(hidden_states, attention_mask, past_key_values, use_cache,
-                                                       **mixer_kwargs)
+                hidden_states, past_key_values, router_logits = layer(hidden_states, attention_mask,
+                                                                      past_key_values, use_cache, **mixer_kwargs)
+            if router_logits is not None:
+                routers += (router_logits,)
         hidden_states = self.norm(hidden_states)
         if output_hidden_states:
             all_hidden += (hidden_states,)
+        routers = routers or None
         if not return_dict:
-            return tuple(t for t in (hidden_states, past_key_values, all_hidden) if t is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values,
-                                       hidden_states=all_hidden)
+            return tuple(t for t in (hidden_states, past_key_values, all_hidden, routers) if t is not None)
+        return MoeModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=past_key_values,
+                                      hidden_states=all_hidden, router_logits=routers)
 
 
 # transformers 5 names the tied pair; 4.x lists the tied output weight.
@@ -181,12 +195,19 @@ class FlaForCausalLM(FlaPreTrainedModel, GenerationMixin):
             labels = torch.cat([labels[..., 1:], torch.full_like(labels[:, :1], -100)], 1)
             scores = logits.to(torch.promote_types(logits.dtype, torch.float32)).reshape(labels.numel(), -1)
             loss = F.cross_entropy(scores, labels.reshape(-1), ignore_index=-100)
+        aux_loss = None
+        if labels is not None and outputs.router_logits is not None:
+            # fla's MoM: the Mixtral load-balancing loss over every layer's routing, scaled by aux_loss_scale
+            aux_loss = load_balancing_loss(outputs.router_logits, self.config.num_memories, self.config.topk,
+                                           attention_mask)
+            loss = loss + self.config.aux_loss_scale * aux_loss.to(loss.device)
         if not return_dict:
-            out = (logits, outputs.past_key_values, outputs.hidden_states)
+            out = (logits, outputs.past_key_values, outputs.hidden_states, outputs.router_logits)
             out = tuple(t for t in out if t is not None)
             return (loss,) + out if loss is not None else out
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values,
-                                      hidden_states=outputs.hidden_states)
+        return MoeCausalLMOutputWithPast(loss=loss, aux_loss=aux_loss, logits=logits,
+                                         past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states,
+                                         router_logits=outputs.router_logits)
 
 
 def _family(name: str, config_class):
@@ -199,3 +220,4 @@ def _family(name: str, config_class):
 GLAModel, GLAForCausalLM = _family("GLA", GLAConfig)
 DeltaNetModel, DeltaNetForCausalLM = _family("DeltaNet", DeltaNetConfig)
 GatedDeltaNetModel, GatedDeltaNetForCausalLM = _family("GatedDeltaNet", GatedDeltaNetConfig)
+MomModel, MomForCausalLM = _family("Mom", MomConfig)
