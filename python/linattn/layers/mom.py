@@ -253,9 +253,9 @@ class MomAttention(nn.Module):
         E, S, H = self.num_memories, int(self.shared_mem), self.num_heads
         router_logits = self.gate(x)
         weights, idx = mom_route(router_logits, self.topk)
-        # Slot E is the shared memory (weight 1, not renormalised); padded tokens send every copy to one more,
-        # slot whose sequences run from zero states and are dropped, so they reach no memory, change no state and
-        # get weight 0.
+        # Slot E is the shared memory (weight 1, not renormalised); padded tokens send every copy to one more slot,
+        # whose sequences run from zero states and whose results are dropped, so padded tokens reach no memory,
+        # change no state and get weight 0.
         if S:
             idx = torch.cat([idx, idx.new_full((B, T, 1), E)], -1)
             weights = torch.cat([weights, weights.new_ones(B, T, 1)], -1)
@@ -275,8 +275,8 @@ class MomAttention(nn.Module):
         old = state if state is not None else (self._empty_state(nb, x) if use_cache else None)
 
         def by_sequence(mem, shared):
-            # [B, E, ...] and [B, S, ...] -> [slots*B, ...], memory-major like the packing; the padding slot's
-            # sequences start from zeros (their rows are zeros too, and their results are dropped).
+            # [nb, E, ...] and [nb, S, ...] -> [slots*nb, ...], memory-major like the packing; the padding slot's
+            # sequences start from zeros (their k and v rows are zero as well; their results are dropped).
             both = torch.cat([mem, shared], 1)
             seqs = both.transpose(0, 1).reshape(n_seq, *both.shape[2:])
             return torch.cat([seqs, seqs.new_zeros(pad_seq, *seqs.shape[1:])]) if pad_seq else seqs
