@@ -1,7 +1,8 @@
 """fla.models names: GLA, DeltaNet, GatedDeltaNet and MoM configs and causal LMs over linattn's layers, with fla 0.5.2's
 model types, config fields and module names (`from linattn.fla.models import GatedDeltaNetForCausalLM`). Importing
 this module registers them with transformers' Auto classes unless those model types are registered already (by
-fla itself, say)."""
+fla itself, say); fla registers with exist_ok, so importing fla afterwards points the Auto classes at fla's.
+The linattn classes stay importable from here either way."""
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from .configs import DeltaNetConfig, GatedDeltaNetConfig, GLAConfig, MomConfig
