@@ -9,6 +9,7 @@
 * configs take fla's config.json fields; what is not supported raises.
 """
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +41,20 @@ def build(name, **kw):
                 p.uniform_(0.5, 1.5)
     model.generation_config.eos_token_id = None
     return model
+
+
+FLA_DUMP = json.loads((Path(__file__).parent / "data" / "fla_0.5.2_models.json").read_text())
+
+
+@pytest.mark.parametrize("case", list(FLA_DUMP["cases"]))
+def test_fla_configs_build_fla_state_dicts(case):
+    """Configs and state dicts written by fla 0.5.2 itself (data/fla_0.5.2_models.json says how): the config
+    loads through the Auto classes and the model has fla's keys, in fla's order, with fla's shapes."""
+    dump = FLA_DUMP["cases"][case]
+    config = transformers.AutoConfig.for_model(**dump["config"])
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    assert type(model).__module__.startswith("linattn.")
+    assert [[k, list(v.shape)] for k, v in model.state_dict().items()] == dump["state_dict"]
 
 
 def test_fla_config_defaults_and_mlp_size():
