@@ -40,6 +40,9 @@ FLA_052 = {  # (module, positional parameter names, takes **kwargs)
     "fused_chunk_retention": ("retention", ["q", "k", "v"] + _GLA_TAIL + ["cu_seqlens"], True),
     "fused_recurrent_retention": ("retention", ["q", "k", "v"] + _GLA_TAIL + ["reverse", "state_v_first",
                                                                               "cu_seqlens"], True),
+    "parallel_simple_gla": ("simple_gla", ["q", "k", "v", "g", "scale", "output_attentions", "cu_seqlens",
+                                           "cu_seqlens_cpu"], True),
+    "parallel_retention": ("retention", ["q", "k", "v", "scale", "output_attentions", "cu_seqlens"], True),
     "chunk_linear_attn": ("linear_attn", ["q", "k", "v"] + _GLA_TAIL + ["normalize", "cu_seqlens"], False),
     "fused_chunk_linear_attn": ("linear_attn", ["q", "k", "v"] + _GLA_TAIL + ["normalize", "cu_seqlens"], False),
     "fused_recurrent_linear_attn": ("linear_attn", ["q", "k", "v"] + _GLA_TAIL + ["reverse", "normalize",
@@ -143,6 +146,45 @@ def test_retention_is_simple_gla_with_retnet_decay(name):
                                    output_final_state=True)
     assert_close(o, o_ref, name="o", **TOL)
     assert_close(ht, ht_ref, name="final_state", **TOL)
+
+
+def _attention_loop(q, k, log_decay, scale):
+    """A[b, h, i, j] = scale q_i . k_j prod_{t = j+1..i} e^{log_decay[b, t, h]} for j <= i, token by token."""
+    B, T, H, _ = q.shape
+    A = torch.zeros(B, H, T, T, dtype=D64)
+    for b in range(B):
+        for h in range(H):
+            for i in range(T):
+                for j in range(i + 1):
+                    A[b, h, i, j] = scale * (q[b, i, h] @ k[b, j, h]) * math.exp(log_decay[b, j + 1:i + 1, h].sum())
+    return A
+
+
+def test_parallel_simple_gla_outputs_and_attention_weights():
+    B, T, H, K, V = 2, 19, 2, 5, 3
+    q, k, v = _rand(B, T, H, K), _rand(B, T, H, K), _rand(B, T, H, V)
+    g = -torch.rand(B, T, H, dtype=D64) * 3
+    o, attn = fla_ops.parallel_simple_gla(q, k, v, g, 0.6, True)  # fla's positional order
+    assert_close(o, gla_recurrence(q, k, v, g, scale=0.6)[0], name="o", **TOL)
+    assert_close(attn, _attention_loop(q, k, g, 0.6), name="attn", **TOL)
+    assert_close(torch.einsum("bhij,bjhv->bihv", attn, v), o, name="attn @ v", **TOL)
+    assert fla_ops.parallel_simple_gla(q, k, v, g)[1] is None
+    cu, Tn, _ = _varlen()
+    qv, kv, vv, gv = _rand(1, Tn, H, K), _rand(1, Tn, H, K), _rand(1, Tn, H, V), -torch.rand(1, Tn, H, dtype=D64)
+    o, attn = fla_ops.parallel_simple_gla(qv, kv, vv, gv, cu_seqlens=cu)
+    assert attn is None
+    assert_close(o, gla_recurrence(qv, kv, vv, gv, cu_seqlens=cu)[0], name="varlen o", **TOL)
+    with pytest.raises(ValueError, match="output_attentions=True is not supported with cu_seqlens"):
+        fla_ops.parallel_simple_gla(qv, kv, vv, gv, output_attentions=True, cu_seqlens=cu)
+
+
+def test_parallel_retention():
+    B, T, H, K, V = 1, 13, 3, 4, 2
+    q, k, v = _rand(B, T, H, K), _rand(B, T, H, K), _rand(B, T, H, V)
+    o, attn = fla_ops.parallel_retention(q, k, v, None, True)
+    gamma = _retention_gamma(H)
+    assert_close(o, gla_recurrence(q, k, v, g_gamma=gamma)[0], name="o", **TOL)
+    assert_close(attn, _attention_loop(q, k, gamma.expand(B, T, H), K ** -0.5), name="attn", **TOL)
 
 
 @pytest.mark.parametrize("recurrent", [False, True])

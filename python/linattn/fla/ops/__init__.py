@@ -20,6 +20,8 @@ from ._signatures import (
     fused_recurrent_linear_attn,
     fused_recurrent_retention,
     fused_recurrent_simple_gla,
+    parallel_retention,
+    parallel_simple_gla,
 )
 
 __all__ = [

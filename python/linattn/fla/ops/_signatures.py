@@ -5,6 +5,7 @@ from typing import Optional
 import torch
 
 from ... import ops as _ops
+from ...ops import _fla_args
 from ...ops import gla as _gla
 from ...ops import linear_attn as _linear_attn
 
@@ -167,6 +168,40 @@ def _unit_beta(q: Tensor, v: Tensor) -> Tensor:
 
 # fla's fused_chunk_* forms of these take the same parameters as the chunk_* forms and compute the same function.
 fused_chunk_retention = chunk_retention
+
+
+def _decayed_scores(q: Tensor, k: Tensor, g: Optional[Tensor], scale: Optional[float]) -> Tensor:
+    """[B, H, T, T]: scale q_i . k_j exp(G_i - G_j) for j <= i, 0 above the diagonal (G the running sum of g over
+    T), in fp32 at least, returned in q's dtype: the weights fla's parallel kernels store for output_attentions."""
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    s = torch.einsum("bihk,bjhk->bhij", q.to(dtype), k.to(dtype)) * scale
+    causal = torch.ones(q.shape[1], q.shape[1], dtype=torch.bool, device=q.device).tril()
+    if g is not None:
+        G = g.to(dtype).cumsum(1).transpose(1, 2)  # [B, H, T]
+        # exponent masked before exp: above the diagonal G_i - G_j > 0 could overflow
+        s = s * torch.exp((G[..., :, None] - G[..., None, :]).masked_fill(~causal, 0))
+    return s.masked_fill(~causal, 0).to(q.dtype)
+
+
+def parallel_simple_gla(q: Tensor, k: Tensor, v: Tensor, g: Optional[Tensor] = None, scale: Optional[float] = None,
+                        output_attentions: bool = False, cu_seqlens: Optional[Tensor] = None,
+                        cu_seqlens_cpu: Optional[Tensor] = None, **kwargs):
+    """fla's parallel form -> (o, attn): o from chunk_simple_gla (the same function), attn the [B, H, T, T]
+    weights when output_attentions (not with cu_seqlens, as in fla), else None."""
+    if output_attentions and cu_seqlens is not None:
+        raise ValueError("parallel_simple_gla: output_attentions=True is not supported with cu_seqlens (as in fla)")
+    o, _ = _ops.gla.chunk_simple_gla(q, k, v, g=g, scale=scale, cu_seqlens=cu_seqlens,
+                                     cu_seqlens_cpu=cu_seqlens_cpu, **kwargs)
+    return o, (_decayed_scores(q, k, g, scale) if output_attentions else None)
+
+
+def parallel_retention(q: Tensor, k: Tensor, v: Tensor, scale: Optional[float] = None,
+                       output_attentions: bool = False, cu_seqlens: Optional[Tensor] = None, **kwargs):
+    """fla's parallel retention: parallel_simple_gla with the RetNet decay as a per-step gate."""
+    g = _fla_args.retention_decay(q).expand(q.shape[0], q.shape[1], q.shape[2])
+    return parallel_simple_gla(q, k, v, g, scale=scale, output_attentions=output_attentions, cu_seqlens=cu_seqlens,
+                               **kwargs)
 fused_chunk_linear_attn = chunk_linear_attn
 chunk_gdn = chunk_gated_delta_rule
 fused_recurrent_gdn = fused_recurrent_gated_delta_rule
