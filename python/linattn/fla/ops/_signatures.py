@@ -1,5 +1,6 @@
 """The wrappers behind linattn.fla.ops: fla 0.5.2's parameter lists (names, order, defaults), each forwarding by
-keyword to linattn's op. Ops fla marks deprecated (fused_chunk_gla, fused_chunk_delta_rule) are not provided."""
+keyword to linattn's op. Ops fla marks deprecated (fused_chunk_gla, fused_chunk_delta_rule) are not provided, nor
+fla's naive_* reference loops (linattn.reference holds float64 recurrences)."""
 from typing import Optional
 
 import torch
