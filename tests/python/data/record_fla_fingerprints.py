@@ -1,0 +1,39 @@
+"""Records data/fla_0.5.2_op_fingerprints.json (run from anywhere, in an environment with fla-core and
+flash-linear-attention 0.5.2, triton and torch; no GPU needed):
+    TRITON_INTERPRET=1 python tests/python/data/record_fla_fingerprints.py
+fla's kernels run on the CPU under the Triton interpreter, in float32."""
+import importlib
+import json
+import sys
+import warnings
+from pathlib import Path
+
+warnings.simplefilter("ignore")
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+import triton.runtime.autotuner as at  # noqa: E402
+
+at.Autotuner._bench = lambda self, *a, config, **k: [1.0, 1.0, 1.0]  # the interpreter cannot time kernels
+import fla  # noqa: E402
+from fla_parity_inputs import cases, probes, weights  # noqa: E402
+out = {"fla_version": fla.__version__, "cases": {}}
+for name, module, fn_name, tensors, kw in cases():
+    fn = getattr(importlib.import_module(f"fla.ops.{module}"), fn_name)
+    leaves = {n: (t.float().requires_grad_() if t.is_floating_point() else t) for n, t in tensors.items()}
+    res = fn(**leaves, **kw)
+    o, ht = res[0], res[1]
+    ht = None if isinstance(ht, tuple) else ht
+    loss = (o * weights(o, 0).float()).sum() + (0 if ht is None else (ht * weights(ht, 1).float()).sum())
+    rec = {"o": probes(o.detach(), "o"), "norm_o": float(o.detach().double().norm())}
+    if ht is not None:
+        rec["ht"], rec["norm_ht"] = probes(ht.detach(), "ht"), float(ht.detach().double().norm())
+    try:
+        loss.backward()
+        for n, t in leaves.items():
+            if t.is_floating_point() and t.grad is not None:
+                rec["d" + n], rec["norm_d" + n] = probes(t.grad, "d" + n), float(t.grad.double().norm())
+    except NotImplementedError:
+        rec["no_backward_in_fla"] = True
+    out["cases"][name] = rec
+    print(name, "recorded", sorted(k for k in rec if not k.startswith("norm")))
+(HERE / "fla_0.5.2_op_fingerprints.json").write_text(json.dumps(out, indent=1))
