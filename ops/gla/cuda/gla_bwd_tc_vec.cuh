@@ -313,43 +313,11 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
       sqt[i * kLd + d] = from_float<T>(to_float(sq[i * kLd + d]) * expf(gi - sg[pr * kLdg + d]));
       skd[i * kLd + d] = from_float<T>(to_float(sk[i * kLd + d]) * expf(sg[(kChunk - 1) * kLdg + d] - gi));
     }
-    for (int e = threadIdx.x; e < kRebasedKeyRows * kTile; e += kThreadsTc) {
-      const int r = e / kTile, d = e % kTile;
-      const int ib = r < kFrag ? 1 : (r < 3 * kFrag ? 2 : 3);
-      const int j = r - kg_offset(ib), pr = ib * kFrag;  // j < pr: G_p - G_j <= 0
-      skt[r * kLd + d] = from_float<T>(to_float(sk[j * kLd + d]) * expf(sg[pr * kLdg + d] - sg[j * kLdg + d]));
-    }
-    // Diagonal blocks: entry t + 128 m is block m / 2, local row / column from (t + 128 (m % 2)).
-    for (int d = 0; d < kcols; ++d) {
-#pragma unroll
-      for (int m = 0; m < kDiagPerThread; ++m) {
-        const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
-        const int i = b0 + local / kFrag, j = b0 + local % kFrag;
-        if (j <= i) {
-          diag[m] += to_float(sq[i * kLd + d]) * to_float(sk[j * kLd + d]) *
-                     expf(sg[i * kLdg + d] - sg[j * kLdg + d]);
-        }
-      }
-    }
+    rebase_keys(skt, sk, sg);
+    add_diag_scores(diag, sq, sk, sg, kcols);
     __syncthreads();
 
-#pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      const int blk = warp + b * kWarps;
-      if (blk < kOffBlocks) {
-        int ib = 0, jb = 0;
-        off_block(blk, ib, jb);
-        if (ib < nrb) {
-          for (int ks = 0; ks < nks; ++ks) {
-            typename Fr::ARow a;
-            typename Fr::BCol bk;  // re-based K^T: a column-major view of the row-major key tile
-            wmma::load_matrix_sync(a, sqt + ib * kFrag * kLd + ks * kFrag, kLd);
-            wmma::load_matrix_sync(bk, skt + (kg_offset(ib) + jb * kFrag) * kLd + ks * kFrag, kLd);
-            wmma::mma_sync(acc_s[b], a, bk, acc_s[b]);
-          }
-        }
-      }
-    }
+    add_off_diag_scores<T>(acc_s, sqt, skt, warp, nrb, nks);
     if (warp < nvb) {
       for (int ks = 0; ks < nks; ++ks) {
         typename Fr::BRow bs;
@@ -370,27 +338,9 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   const T* __restrict__ doh = static_cast<const T*>(p.do_) + h * p.v_head_stride + t0 * p.v_tok_stride + v0;
   wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh, p.v_tok_stride, L, vcols, kChunk, kTile,
                                    static_cast<float>(p.do_scale));
-#pragma unroll
-  for (int b = 0; b < 2; ++b) {
-    const int blk = warp + b * kWarps;
-    if (blk < kOffBlocks) {
-      int ib = 0, jb = 0;
-      off_block(blk, ib, jb);
-      if (ib < nrb) wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc_s[b], kLdf, wmma::mem_row_major);
-    }
-  }
-#pragma unroll
-  for (int m = 0; m < kDiagPerThread; ++m) {
-    const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
-    sf[(b0 + local / kFrag) * kLdf + b0 + local % kFrag] = diag[m];
-  }
+  store_scores<T>(sf, acc_s, diag, warp, nrb);
   __syncthreads();
-
-  // P = scale A for j <= i < L, else 0 (unwritten score blocks lie above the diagonal or past L: never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    sp[i * kLd + j] = from_float<T>((i < L && j <= i) ? scale * sf[i * kLdf + j] : 0.f);
-  }
+  mask_scores(sp, sf, L, scale);
   __syncthreads();
 
   // Warp w owns dv columns 16 w ..: + P^T dO over the query blocks at or below each key block.
@@ -531,12 +481,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   wt::load_rows_padded<kThreadsTc>(sk, kLd, kh, p.k_tok_stride, L, kcols, kChunk, kTile);
   vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: sq, sk complete too
   // Kt: the keys re-based for query block ib (pivot 16 ib > j), packed as in the forward.
-  for (int e = threadIdx.x; e < kRebasedKeyRows * kTile; e += kThreadsTc) {
-    const int r = e / kTile, d = e % kTile;
-    const int ib = r < kFrag ? 1 : (r < 3 * kFrag ? 2 : 3);
-    const int j = r - kg_offset(ib), pr = ib * kFrag;
-    reb[r * kLd + d] = from_float<T>(to_float(sk[j * kLd + d]) * expf(sg[pr * kLdg + d] - sg[j * kLdg + d]));
-  }
+  rebase_keys(reb, sk, sg);
 
   // 1. D = scale dO V^T on and below the diagonal, accumulated over 64-column V slabs.
   {
@@ -577,11 +522,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     }
   }
   __syncthreads();
-  // Masked before any use (unwritten blocks of fa lie above the diagonal or past L: never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    sd[i * kLd + j] = from_float<T>((i < L && j <= i) ? scale * fa[i * kLdf + j] : 0.f);
-  }
+  mask_scores(sd, fa, L, scale);  // D is masked as P is: unwritten blocks of fa are never read
 
   typename Fr::Acc acc[kRowBlocks];  // the warp's 16 key columns of dq (then dk), every row block
   // 2. dq: dO S_c^T over the V slabs, then (per warp, in its fp32 columns of fa) the factor scale e^{G_p},

@@ -263,6 +263,101 @@ __device__ __forceinline__ void off_block(int blk, int& ib, int& jb) {
   jb = blk;
 }
 
+// The per-key-gate scores A_ij = sum_d q_id k_jd e^{G_id - G_jd} of one 64-column key slab, shared by the forward
+// output and the backward's dv / dq-dk kernels (gla_bwd_tc_vec.cuh), which must form exactly the same A.
+
+// Keys re-based onto the first row p = 16 ib of each off-diagonal query block ib, packed per block from row
+// kg_offset(ib): k_j e^{G_p - G_j} for j < p, so the exponent is <= 0. sk, sg: a whole slab; padded keys are 0.
+template <typename T>
+__device__ __forceinline__ void rebase_keys(T* __restrict__ skt, const T* __restrict__ sk,
+                                            const float* __restrict__ sg) {
+  constexpr int kLd = Tile<T>::kLd;
+  static_assert(kRowBlocks == 4, "the packed rows of query blocks 1, 2, 3 start at 0, 16 and 48");
+  for (int e = threadIdx.x; e < kRebasedKeyRows * kTile; e += kThreadsTc) {
+    const int r = e / kTile, d = e % kTile;
+    const int ib = r < kFrag ? 1 : (r < 3 * kFrag ? 2 : 3);
+    const int j = r - kg_offset(ib), pr = ib * kFrag;  // j < pr: G_p - G_j <= 0
+    skt[r * kLd + d] = from_float<T>(to_float(sk[j * kLd + d]) * expf(sg[pr * kLdg + d] - sg[j * kLdg + d]));
+  }
+}
+
+// Diagonal blocks in fp32 SIMT with the exact e^{G_i - G_j}, j <= i (no re-base inside a block keeps every
+// exponent <= 0). Entry t + 128 m is block m / 2, local row / column from t + 128 (m % 2).
+template <typename T>
+__device__ __forceinline__ void add_diag_scores(float (&diag)[kDiagPerThread], const T* __restrict__ sq,
+                                                const T* __restrict__ sk, const float* __restrict__ sg,
+                                                int kcols) {
+  constexpr int kLd = Tile<T>::kLd;
+  for (int d = 0; d < kcols; ++d) {
+#pragma unroll
+    for (int m = 0; m < kDiagPerThread; ++m) {
+      const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
+      const int i = b0 + local / kFrag, j = b0 + local % kFrag;
+      if (j <= i) {
+        diag[m] += to_float(sq[i * kLd + d]) * to_float(sk[j * kLd + d]) *
+                   expf(sg[i * kLdg + d] - sg[j * kLdg + d]);
+      }
+    }
+  }
+}
+
+// Off-diagonal blocks on tensor cores: warp w accumulates blocks w and w + kWarps (re-based q times re-based k^T).
+template <typename T>
+__device__ __forceinline__ void add_off_diag_scores(typename wt::Frag<T>::Acc (&acc)[2], const T* __restrict__ sqt,
+                                                    const T* __restrict__ skt, int warp, int nrb, int nks) {
+  using Fr = wt::Frag<T>;
+  constexpr int kLd = Tile<T>::kLd;
+#pragma unroll
+  for (int b = 0; b < 2; ++b) {
+    const int blk = warp + b * kWarps;
+    if (blk < kOffBlocks) {
+      int ib = 0, jb = 0;
+      off_block(blk, ib, jb);
+      if (ib < nrb) {
+        for (int ks = 0; ks < nks; ++ks) {
+          typename Fr::ARow a;
+          typename Fr::BCol bk;  // re-based K^T: a column-major view of the row-major key tile
+          wmma::load_matrix_sync(a, sqt + ib * kFrag * kLd + ks * kFrag, kLd);
+          wmma::load_matrix_sync(bk, skt + (kg_offset(ib) + jb * kFrag) * kLd + ks * kFrag, kLd);
+          wmma::mma_sync(acc[b], a, bk, acc[b]);
+        }
+      }
+    }
+  }
+}
+
+// The accumulated scores into the fp32 tile sf, blocks on and below the diagonal of the first nrb row blocks.
+template <typename T>
+__device__ __forceinline__ void store_scores(float* __restrict__ sf, typename wt::Frag<T>::Acc (&acc)[2],
+                                             const float (&diag)[kDiagPerThread], int warp, int nrb) {
+  constexpr int kLdf = F32Tile::kLd;
+#pragma unroll
+  for (int b = 0; b < 2; ++b) {
+    const int blk = warp + b * kWarps;
+    if (blk < kOffBlocks) {
+      int ib = 0, jb = 0;
+      off_block(blk, ib, jb);
+      if (ib < nrb) wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc[b], kLdf, wmma::mem_row_major);
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kDiagPerThread; ++m) {
+    const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
+    sf[(b0 + local / kFrag) * kLdf + b0 + local % kFrag] = diag[m];
+  }
+}
+
+// P = scale A for j <= i < L, else 0: the mask comes first, so unwritten score blocks (above the diagonal or
+// past L) are never read.
+template <typename T>
+__device__ __forceinline__ void mask_scores(T* __restrict__ sp, const float* __restrict__ sf, int L, float scale) {
+  constexpr int kLd = Tile<T>::kLd, kLdf = F32Tile::kLd;
+  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
+    const int i = e / kChunk, j = e % kChunk;
+    sp[i * kLd + j] = from_float<T>((i < L && j <= i) ? scale * sf[i * kLdf + j] : 0.f);
+  }
+}
+
 template <typename T, int kSlabK, bool kRangeScale>
 __global__ void __launch_bounds__(kThreadsTc, 1)
     vec_output_kernel(const FwdParams p, const float* __restrict__ states, const float* __restrict__ tile_max) {
@@ -347,43 +442,11 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
       sqh[i * kLd + d] = from_float<T>(x * expf(gi));
       sqt[i * kLd + d] = from_float<T>(x * expf(gi - sg[pr * kLdg + d]));
     }
-    for (int e = threadIdx.x; e < kRebasedKeyRows * kSlabK; e += kThreadsTc) {
-      const int r = e / kSlabK, d = e % kSlabK;
-      const int ib = r < kFrag ? 1 : (r < 3 * kFrag ? 2 : 3);
-      const int j = r - kg_offset(ib), pr = ib * kFrag;  // j < pr: G_p - G_j <= 0
-      skt[r * kLd + d] = from_float<T>(to_float(sk[j * kLd + d]) * expf(sg[pr * kLdg + d] - sg[j * kLdg + d]));
-    }
-    // Diagonal blocks: entry t + 128 m is block m / 2, local row / column from (t + 128 (m % 2)).
-    for (int d = 0; d < kcols; ++d) {
-#pragma unroll
-      for (int m = 0; m < kDiagPerThread; ++m) {
-        const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
-        const int i = b0 + local / kFrag, j = b0 + local % kFrag;
-        if (j <= i) {
-          diag[m] += to_float(sq[i * kLd + d]) * to_float(sk[j * kLd + d]) *
-                     expf(sg[i * kLdg + d] - sg[j * kLdg + d]);
-        }
-      }
-    }
+    rebase_keys(skt, sk, sg);
+    add_diag_scores(diag, sq, sk, sg, kcols);
     __syncthreads();
 
-#pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      const int blk = warp + b * kWarps;
-      if (blk < kOffBlocks) {
-        int ib = 0, jb = 0;
-        off_block(blk, ib, jb);
-        if (ib < nrb) {
-          for (int ks = 0; ks < nks; ++ks) {
-            typename Fr::ARow a;
-            typename Fr::BCol bk;  // re-based K^T: a column-major view of the row-major key tile
-            wmma::load_matrix_sync(a, sqt + ib * kFrag * kLd + ks * kFrag, kLd);
-            wmma::load_matrix_sync(bk, skt + (kg_offset(ib) + jb * kFrag) * kLd + ks * kFrag, kLd);
-            wmma::mma_sync(acc_s[b], a, bk, acc_s[b]);
-          }
-        }
-      }
-    }
+    add_off_diag_scores<T>(acc_s, sqt, skt, warp, nrb, nks);
     if (warp < nvb) {
       for (int ks = 0; ks < nks; ++ks) {
         typename Fr::BRow bs;
@@ -403,27 +466,9 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 
   const T* __restrict__ vh = static_cast<const T*>(p.v) + h * p.v_head_stride + t0 * p.v_tok_stride + v0;
   wt::load_rows_padded<kThreadsTc>(sv, kLd, vh, p.v_tok_stride, L, vcols, kChunk, kTile);
-#pragma unroll
-  for (int b = 0; b < 2; ++b) {
-    const int blk = warp + b * kWarps;
-    if (blk < kOffBlocks) {
-      int ib = 0, jb = 0;
-      off_block(blk, ib, jb);
-      if (ib < nrb) wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc_s[b], kLdf, wmma::mem_row_major);
-    }
-  }
-#pragma unroll
-  for (int m = 0; m < kDiagPerThread; ++m) {
-    const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
-    sf[(b0 + local / kFrag) * kLdf + b0 + local % kFrag] = diag[m];
-  }
+  store_scores<T>(sf, acc_s, diag, warp, nrb);
   __syncthreads();
-
-  // P = scale A for j <= i < L, else 0 (unwritten score blocks lie above the diagonal or past L: never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    sp[i * kLd + j] = from_float<T>((i < L && j <= i) ? scale * sf[i * kLdf + j] : 0.f);
-  }
+  mask_scores(sp, sf, L, scale);
   __syncthreads();
 
   if (warp < nvb) {
