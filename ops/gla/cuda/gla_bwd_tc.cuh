@@ -58,22 +58,6 @@ struct BwdPtrs {
   float* dg_partial;  // [ntk, B*T, H] or nullptr
 };
 
-// A [rows x cols] slab of a [*, V] fp32 state (rows from `row0`, columns from `col0`) into a 16-bit tile,
-// times `factor` (a power of two); zeros past `nrows` / `ncols` up to [total_rows x total_cols]. All threads;
-// the caller synchronises afterwards.
-template <typename T>
-__device__ __forceinline__ void state_slab_to_tile(T* __restrict__ dst, int ld, const float* __restrict__ S, int V,
-                                                   int nrows, int ncols, int total_rows, int total_cols,
-                                                   float factor) {
-  cu::batched_copy<kThreadsTc, 8>(
-      total_rows * total_cols,
-      [&](int e) {
-        const int d = e / total_cols, c = e % total_cols;
-        return (d < nrows && c < ncols) ? S[int64_t(d) * V + c] : 0.f;
-      },
-      [&](int e, float x) { dst[(e / total_cols) * ld + e % total_cols] = from_float<T>(x * factor); });
-}
-
 // ---------------------------------------------------------------------------------------------------------
 // 2. state gradients, chunks in reverse
 
@@ -263,39 +247,12 @@ __global__ void __launch_bounds__(kThreadsTc)
                                    static_cast<float>(p.do_scale));
   __syncthreads();
 
-  for (int blk = warp; blk < kScoreBlocks; blk += kWarps) {
-    int ib = 0, jb = 0;
-    score_block(blk, ib, jb);
-    if (ib >= nrb) continue;
-    typename Fr::Acc acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int ks = 0; ks < nks; ++ks) {
-      typename Fr::ARow a;
-      typename Fr::BCol b;
-      wmma::load_matrix_sync(a, sq + ib * kFrag * ldq + ks * kFrag, ldq);
-      wmma::load_matrix_sync(b, sk + jb * kFrag * ldq + ks * kFrag, ldq);
-      wmma::mma_sync(acc, a, b, acc);
-    }
-    wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc, kLdf, wmma::mem_row_major);
-  }
+  causal_scores(sf, sq, sk, ldq, nks, nrb, warp);
   __syncthreads();
-
-  // P, masked before the exp (every exponent <= 0; unwritten score blocks are never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    float x = 0.f;
-    if (i < L && j <= i) x = scale * expf(sb[i] - sb[j]) * sf[i * kLdf + j];
-    sp[i * kLdv + j] = from_float<T>(x);
-  }
-  const int64_t ntk = ceil_div(K, kTileK), ntv = ceil_div(V, kTileV);
-  float range_down = 1.f, range_up = 1.f;
-  if constexpr (kRangeScale) {
-    const int e = fp16_range_exponent(dstate_max + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
-    range_down = ldexpf(1.f, -e);
-    range_up = ldexpf(1.f, e);
-  }
+  decayed_scores(sp, sf, sb, L, scale);  // P, as in the forward
+  const RangeFactors range = v_tile_range_factors<kRangeScale>(dstate_max, slot, H, h, K, V, vt);
   state_slab_to_tile(sds, kLdv, dstates + (slot * H + h) * int64_t(K) * V + v0, V, K, vcols, kp, kTileV,
-                     range_down);
+                     range.down);
   __syncthreads();
 
   // Warp w owns dv columns 16 w ..: (K dS) with the fp32 row factor e^{b_L - b_j}, then + P^T dO over the
@@ -326,7 +283,7 @@ __global__ void __launch_bounds__(kThreadsTc)
     const float bl = sb[kChunk - 1];
     for (int e = lane; e < nrb * kFrag * kFrag; e += 32) {
       const int j = e / kFrag, cc = e % kFrag;
-      col[j * kLdf + cc] *= expf(bl - sb[j]) * range_up;
+      col[j * kLdf + cc] *= expf(bl - sb[j]) * range.up;
     }
     __syncwarp();
 #pragma unroll

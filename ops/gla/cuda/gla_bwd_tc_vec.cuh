@@ -246,7 +246,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   static_assert((Tile<T>::kElems * sizeof(T)) % wt::kSmemAlign == 0 &&
                     2 * Tile<T>::kElems * sizeof(T) >= F32Tile::kElems * sizeof(float),
                 "the fp32 score / dv tile reuses the adjacent k e^{G_L - G} and re-based q slabs");
-  static_assert(kTile == tc::kTileK, "K slabs match the dS tiles, so the tile maxima line up");
+  static_assert(kTile == tc::kTileK && kTile == tc::kTileV,
+                "K slabs and V tiles match the dS tiles, so the tile maxima line up");
   int64_t n = 0, c = 0;
   SeqSpan seq;
   if (!locate_chunk(p, blockIdx.x, n, c, seq)) return;  // uniform over the block
@@ -276,13 +277,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   const int warp = threadIdx.x / 32;
   const float scale = static_cast<float>(p.scale);
 
-  const int64_t ntk = ceil_div(K, kTile), ntv = ceil_div(V, kTile);
-  float range_down = 1.f, range_up = 1.f;  // exact powers of two, one per V tile: K dS sums over all K
-  if constexpr (kRangeScale) {
-    const int e = tc::fp16_range_exponent(dstate_max + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
-    range_down = ldexpf(1.f, -e);
-    range_up = ldexpf(1.f, e);
-  }
+  const tc::RangeFactors range = tc::v_tile_range_factors<kRangeScale>(dstate_max, slot, H, h, K, V, vt);
   const T* __restrict__ qh = static_cast<const T*>(p.q) + h * p.q_head_stride + t0 * p.q_tok_stride;
   const T* __restrict__ kh = static_cast<const T*>(p.k) + h * p.k_head_stride + t0 * p.k_tok_stride;
   const float* __restrict__ dS = dstates + (slot * H + h) * int64_t(K) * V + v0;
@@ -303,7 +298,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     __syncthreads();  // the previous slab's products are done with every slab tile
     wt::load_rows_padded<kThreadsTc>(sq, kLd, qh + d0, p.q_tok_stride, L, kcols, kChunk, kTile);
     wt::load_rows_padded<kThreadsTc>(sk, kLd, kh + d0, p.k_tok_stride, L, kcols, kChunk, kTile);
-    tc::state_slab_to_tile(ss, kLd, dS + int64_t(d0) * V, V, kcols, vcols, kTile, kTile, range_down);
+    tc::state_slab_to_tile(ss, kLd, dS + int64_t(d0) * V, V, kcols, vcols, kTile, kTile, range.down);
     vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: sq, sk, ss complete too
 
     for (int e = threadIdx.x; e < kChunk * kTile; e += kThreadsTc) {
@@ -350,7 +345,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 #pragma unroll
     for (int r = 0; r < kRowBlocks; ++r) {
       if (r < nrb) {
-        wt::scale_fragment(acc_v[r], range_up);  // uniform: legal on any fragment layout
+        wt::scale_fragment(acc_v[r], range.up);  // uniform: legal on any fragment layout
         for (int ib = r; ib < nrb; ++ib) {
           typename Fr::ACol a;  // P^T block (r, ib): a column-major view of P's block (ib, r)
           typename Fr::BRow b;

@@ -301,6 +301,78 @@ __device__ __forceinline__ int fp16_range_exponent(const float* __restrict__ max
   return fp16_range_exponent_strided(maxima + vt, ntk, ntv);
 }
 
+// fp16 range factors of V tile vt of one (slot, head) from the K-tile maxima: 2^{-e} for the state slab before its
+// rounding, 2^{e} for the fp32 products (one exponent per V tile, since those products sum over all of K).
+struct RangeFactors {
+  float down = 1.f, up = 1.f;
+};
+template <bool kRangeScale>
+__device__ __forceinline__ RangeFactors v_tile_range_factors(const float* __restrict__ maxima, int64_t slot,
+                                                             int64_t H, int64_t h, int K, int V, int vt) {
+  const int64_t ntk = ceil_div(K, kTileK), ntv = ceil_div(V, kTileV);
+  RangeFactors r;
+  if constexpr (kRangeScale) {
+    const int e = fp16_range_exponent(maxima + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
+    r.down = ldexpf(1.f, -e);
+    r.up = ldexpf(1.f, e);
+  }
+  return r;
+}
+
+// A [nrows x ncols] slab of a [*, V] fp32 state (S at its first element) into a 16-bit tile, times `factor` (a
+// power of two); zeros past `nrows` / `ncols` up to [total_rows x total_cols]. Shared by the forward's S_c and
+// the backward's S_c / dS slabs; all threads, the caller synchronises afterwards.
+template <typename T>
+__device__ __forceinline__ void state_slab_to_tile(T* __restrict__ dst, int ld, const float* __restrict__ S, int V,
+                                                   int nrows, int ncols, int total_rows, int total_cols,
+                                                   float factor) {
+  cu::batched_copy<kThreadsTc, 8>(
+      total_rows * total_cols,
+      [&](int e) {
+        const int d = e / total_cols, c = e % total_cols;
+        return (d < nrows && c < ncols) ? S[int64_t(d) * V + c] : 0.f;
+      },
+      [&](int e, float x) { dst[(e / total_cols) * ld + e % total_cols] = from_float<T>(x * factor); });
+}
+
+// Raw scores q_i . k_j of the 16 x 16 blocks on and below the diagonal into the fp32 tile sf (round-robin: 3, 3,
+// 2, 2 blocks per warp); blocks of rows past nrb row blocks stay unwritten.
+template <typename T>
+__device__ __forceinline__ void causal_scores(float* __restrict__ sf, const T* __restrict__ sq,
+                                              const T* __restrict__ sk, int ldq, int nks, int nrb, int warp) {
+  using Fr = wt::Frag<T>;
+  constexpr int kLdf = F32Tile::kLd;
+  for (int blk = warp; blk < kScoreBlocks; blk += kWarps) {
+    int ib = 0, jb = 0;
+    score_block(blk, ib, jb);
+    if (ib >= nrb) continue;
+    typename Fr::Acc acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int ks = 0; ks < nks; ++ks) {
+      typename Fr::ARow a;
+      typename Fr::BCol b;  // K^T: a column-major view of the row-major key tile
+      wmma::load_matrix_sync(a, sq + ib * kFrag * ldq + ks * kFrag, ldq);
+      wmma::load_matrix_sync(b, sk + jb * kFrag * ldq + ks * kFrag, ldq);
+      wmma::mma_sync(acc, a, b, acc);
+    }
+    wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc, kLdf, wmma::mem_row_major);
+  }
+}
+
+// P = scale e^{b_i - b_j} (q_i . k_j) for j <= i < L, else 0; the mask comes first, so the exp never sees a
+// positive exponent (and unwritten score blocks are never read).
+template <typename T>
+__device__ __forceinline__ void decayed_scores(T* __restrict__ sp, const float* __restrict__ sf,
+                                               const float* __restrict__ sb, int L, float scale) {
+  constexpr int kLdv = RowTile<T>::kLd, kLdf = F32Tile::kLd;
+  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
+    const int i = e / kChunk, j = e % kChunk;
+    float x = 0.f;
+    if (i < L && j <= i) x = scale * expf(sb[i] - sb[j]) * sf[i * kLdf + j];
+    sp[i * kLdv + j] = from_float<T>(x);
+  }
+}
+
 template <typename T, bool kRangeScale>
 __global__ void __launch_bounds__(kThreadsTc)
     tc_output_kernel(const FwdParams p, const float* __restrict__ states, const float* __restrict__ tile_max) {
@@ -341,51 +413,12 @@ __global__ void __launch_bounds__(kThreadsTc)
   wt::load_rows_padded<kThreadsTc>(sv, kLdv, vh, p.v_tok_stride, L, vcols, kChunk, kTileV);
   __syncthreads();
 
-  // Raw scores q_i . k_j of the blocks on and below the diagonal (round-robin: 3, 3, 2, 2 blocks per warp).
-  for (int blk = warp; blk < kScoreBlocks; blk += kWarps) {
-    int ib = 0, jb = 0;
-    score_block(blk, ib, jb);
-    if (ib >= nrb) continue;
-    typename Fr::Acc acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int ks = 0; ks < nks; ++ks) {
-      typename Fr::ARow a;
-      typename Fr::BCol b;  // K^T: a column-major view of the row-major key tile
-      wmma::load_matrix_sync(a, sq + ib * kFrag * ldq + ks * kFrag, ldq);
-      wmma::load_matrix_sync(b, sk + jb * kFrag * ldq + ks * kFrag, ldq);
-      wmma::mma_sync(acc, a, b, acc);
-    }
-    wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc, kLdf, wmma::mem_row_major);
-  }
+  causal_scores(sf, sq, sk, ldq, nks, nrb, warp);
   __syncthreads();
-
-  // P = scale e^{b_i - b_j} (q_i . k_j) for j <= i < L, else 0; the mask comes first, so the exp never
-  // sees a positive exponent (and unwritten score blocks are never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    float x = 0.f;
-    if (i < L && j <= i) x = scale * expf(sb[i] - sb[j]) * sf[i * kLdf + j];
-    sp[i * kLdv + j] = from_float<T>(x);
-  }
+  decayed_scores(sp, sf, sb, L, scale);
   // S_c (fp32) -> the input dtype, over the keys' region.
-  const int64_t ntk = ceil_div(K, kTileK), ntv = ceil_div(V, kTileV);
-  float range_down = 1.f, range_up = 1.f;  // exact powers of two
-  if constexpr (kRangeScale) {
-    const int e = fp16_range_exponent(tile_max + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
-    range_down = ldexpf(1.f, -e);
-    range_up = ldexpf(1.f, e);
-  }
-  const float* __restrict__ S = states + (slot * H + h) * int64_t(K) * V + v0;
-  cu::batched_copy<kThreadsTc, 8>(
-      kp * kTileV,
-      [&](int e) {
-        const int d = e / kTileV, col = e % kTileV;
-        return (d < K && col < vcols) ? S[int64_t(d) * V + col] : 0.f;
-      },
-      [&](int e, float x) {
-        if constexpr (kRangeScale) x *= range_down;
-        ss[(e / kTileV) * kLdv + e % kTileV] = from_float<T>(x);
-      });
+  const RangeFactors range = v_tile_range_factors<kRangeScale>(tile_max, slot, H, h, K, V, vt);
+  state_slab_to_tile(ss, kLdv, states + (slot * H + h) * int64_t(K) * V + v0, V, K, vcols, kp, kTileV, range.down);
   __syncthreads();
 
   // Warp w owns value columns 16 w ..: Q S_c, then the fp32 row factor, then + P V (causal blocks only).
@@ -414,7 +447,7 @@ __global__ void __launch_bounds__(kThreadsTc)
     __syncwarp();
     for (int e = lane; e < nrb * kFrag * kFrag; e += 32) {
       const int i = e / kFrag, cc = e % kFrag;
-      col[i * kLdf + cc] *= scale * expf(sb[i]) * range_up;
+      col[i * kLdf + cc] *= scale * expf(sb[i]) * range.up;
     }
     __syncwarp();
 #pragma unroll

@@ -396,13 +396,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   const int warp = threadIdx.x / 32;
   const float scale = static_cast<float>(p.scale);
 
-  const int64_t ntk = ceil_div(K, tc::kTileK), ntv = ceil_div(V, kTile);
-  float range_down = 1.f, range_up = 1.f;  // exact powers of two, one per V tile: Q S_c sums over all K
-  if constexpr (kRangeScale) {
-    const int e = tc::fp16_range_exponent(tile_max + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
-    range_down = ldexpf(1.f, -e);
-    range_up = ldexpf(1.f, e);
-  }
+  const tc::RangeFactors range = tc::v_tile_range_factors<kRangeScale>(tile_max, slot, H, h, K, V, vt);
   const T* __restrict__ qh = static_cast<const T*>(p.q) + h * p.q_head_stride + t0 * p.q_tok_stride;
   const T* __restrict__ kh = static_cast<const T*>(p.k) + h * p.k_head_stride + t0 * p.k_tok_stride;
   const float* __restrict__ S = states + (slot * H + h) * int64_t(K) * V + v0;
@@ -423,6 +417,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     __syncthreads();  // the previous slab's products are done with every slab tile
     wt::load_rows_padded<kThreadsTc>(sq, kLd, qh + d0, p.q_tok_stride, L, kcols, kChunk, kSlabK);
     wt::load_rows_padded<kThreadsTc>(sk, kLd, kh + d0, p.k_tok_stride, L, kcols, kChunk, kSlabK);
+    // Inline rather than tc::state_slab_to_tile: moving d0 from the row index into the pointer changes this
+    // kernel's register allocation.
     cu::batched_copy<kThreadsTc, 8>(
         kSlabK * kTile,
         [&](int e) {
@@ -430,7 +426,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
           return (d < kcols && col < vcols) ? S[int64_t(d0 + d) * V + col] : 0.f;
         },
         [&](int e, float x) {
-          if constexpr (kRangeScale) x *= range_down;
+          if constexpr (kRangeScale) x *= range.down;
           ss[(e / kTile) * kLd + e % kTile] = from_float<T>(x);
         });
     vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: sq, sk, ss complete too
@@ -477,7 +473,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 #pragma unroll
     for (int r = 0; r < kRowBlocks; ++r) {
       if (r < nrb) {
-        wt::scale_fragment(acc_o[r], scale * range_up);  // uniform: legal on any fragment layout
+        wt::scale_fragment(acc_o[r], scale * range.up);  // uniform: legal on any fragment layout
         for (int jb = 0; jb <= r; ++jb) {
           typename Fr::ARow a;
           typename Fr::BRow b;
