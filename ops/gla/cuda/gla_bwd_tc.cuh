@@ -79,7 +79,7 @@ template <typename T, bool kTrackMax>
 __global__ void __launch_bounds__(kThreadsTc)
     tc_dstate_kernel(const BwdParams p, float* __restrict__ dstates, float* __restrict__ tile_max) {
   using Fr = wt::Frag<T>;
-  constexpr int kLd = RowTile<T>::kLd, kLdf = F32Tile::kLd;
+  constexpr int kLd = RowTile<T>::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
   const DStateSmemTc<T> lay;
@@ -110,29 +110,19 @@ __global__ void __launch_bounds__(kThreadsTc)
   state_to_stage(stage, dht, V, kcols, vcols);
   __syncthreads();
   typename Fr::Acc acc[kWarps];  // columns 16 cb .. of the warp's 16 key rows
-#pragma unroll
-  for (int cb = 0; cb < kWarps; ++cb) {
-    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-  }
+  stage_to_acc(acc, stage, warp);
 
   for (int64_t c = nchunks - 1; c >= 0; --c) {
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     __syncthreads();  // the previous chunk's products are done with sq, sdo and sb, and the stage is free
-#pragma unroll
-    for (int cb = 0; cb < kWarps; ++cb) {
-      wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-    }
+    acc_to_stage(stage, acc, warp);
     if (warp == 0) scalar_gate_cumsum(sb, p, t0, h, L);
     __syncthreads();
 
     const int64_t slot = slot0 + c;  // dS is the gradient of the state leaving chunk c
     float m = stage_to_state(dstates + (slot * H + h) * KV + tile_off, stage, V, kcols, vcols);
-    if (kTrackMax) {
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) red[warp] = m;
-    }
+    warp_max_to_red<kTrackMax>(m, red, warp, lane);
     // e^{b_i} <= 1 is folded into the operand here (not applied afterwards as in the chunk-parallel kernels):
     // the sum over rows i runs inside the product, so no per-row factor can be applied to its result.
     cu::batched_copy<kThreadsTc, 8>(
@@ -149,11 +139,7 @@ __global__ void __launch_bounds__(kThreadsTc)
                                      static_cast<float>(p.do_scale));
     __syncthreads();
 
-    if (kTrackMax && threadIdx.x == 0) {
-      float mm = red[0];
-      for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-      tile_max[(slot * H + h) * tiles + kt * ntv + vt] = mm;
-    }
+    red_to_tile_max<kTrackMax>(tile_max + (slot * H + h) * tiles + kt * ntv + vt, red);
     if (active) {
       const float decay = expf(sb[kChunk - 1]);
 #pragma unroll
@@ -176,10 +162,7 @@ __global__ void __launch_bounds__(kThreadsTc)
 
   if (p.dh0 == nullptr) return;  // uniform over the block
   __syncthreads();
-#pragma unroll
-  for (int cb = 0; cb < kWarps; ++cb) {
-    wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-  }
+  acc_to_stage(stage, acc, warp);
   __syncthreads();
   stage_to_state(static_cast<float*>(p.dh0) + nh * KV + tile_off, stage, V, kcols, vcols);
 }

@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   static_assert(kTile == tc::kTileK && kTile == tc::kTileV,
                 "one max |dS| per 64 x 64 tile: the workspace layout of the scalar-gate backward");
   using Fr = wt::Frag<T>;
-  constexpr int kLd = Tile<T>::kLd, kLdf = F32Tile::kLd;
+  constexpr int kLd = Tile<T>::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
   const DStateSmem<T> lay;
@@ -132,38 +132,19 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   tc::state_to_stage(stage, dht, V, kcols, vcols);
   __syncthreads();
   typename Fr::Acc acc[kTile / kFrag];  // value columns 16 cb .. of the warp's 16 key rows
-#pragma unroll
-  for (int cb = 0; cb < kTile / kFrag; ++cb) {
-    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-  }
+  tc::stage_to_acc(acc, stage, warp);
 
   for (int64_t c = nchunks - 1; c >= 0; --c) {
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     __syncthreads();  // the previous chunk's products are done with sq, sdo and the stage
-#pragma unroll
-    for (int cb = 0; cb < kTile / kFrag; ++cb) {
-      wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-    }
+    tc::acc_to_stage(stage, acc, warp);
     vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: the stage is complete too
 
-    // dS leaves chunk c here; then each row decays by e^{G_L} (the same thread stores and rescales an element).
-    float* __restrict__ dst = dstates + ((slot0 + c) * H + h) * KV + tile_off;
-    float m = 0.f;
-    for (int e = threadIdx.x; e < kTile * kTile; e += kThreadsTc) {
-      const int d = e / kTile, col = e % kTile;
-      const float x = stage[d * kLdf + col];
-      if (d < kcols && col < vcols) {
-        dst[int64_t(d) * V + col] = x;
-        m = fmaxf(m, fabsf(x));
-      }
-      stage[d * kLdf + col] = x * expf(sg[(kChunk - 1) * kLdg + d]);
-    }
-    if (kTrackMax) {
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) red[warp] = m;
-    }
+    // dS leaves chunk c here, then decays.
+    const float m =
+        stage_out_and_decay(dstates + ((slot0 + c) * H + h) * KV + tile_off, stage, sg, V, kcols, vcols);
+    tc::warp_max_to_red<kTrackMax>(m, red, warp, lane);
     // e^{G_i} <= 1 goes into the operand: the product sums over rows i, so no row factor can follow it.
     cu::batched_copy<kThreadsTc, 8>(
         kChunk * kTile,
@@ -181,17 +162,10 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
                                      static_cast<float>(p.do_scale));
     __syncthreads();
 
-    if (kTrackMax && threadIdx.x == 0) {
-      float mm = red[0];
-      for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-      tile_max[((slot0 + c) * H + h) * tiles + kt * ntv + vt] = mm;
-    }
+    tc::red_to_tile_max<kTrackMax>(tile_max + ((slot0 + c) * H + h) * tiles + kt * ntv + vt, red);
     if (active) {
       const int nrb = static_cast<int>(ceil_div(L, kFrag));  // rows past L are zero
-#pragma unroll
-      for (int cb = 0; cb < kTile / kFrag; ++cb) {
-        wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-      }
+      tc::stage_to_acc(acc, stage, warp);
       for (int ib = 0; ib < nrb; ++ib) {
         typename Fr::ACol a;  // (scale Q e^G)^T: a column-major view of the row-major query tile
         wmma::load_matrix_sync(a, sq + ib * kFrag * kLd + warp * kFrag, kLd);
@@ -209,10 +183,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 
   if (p.dh0 == nullptr) return;  // uniform over the block
   __syncthreads();  // the stage was last read before the first chunk's products
-#pragma unroll
-  for (int cb = 0; cb < kTile / kFrag; ++cb) {
-    wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-  }
+  tc::acc_to_stage(stage, acc, warp);
   __syncthreads();
   tc::stage_to_state(static_cast<float*>(p.dh0) + nh * KV + tile_off, stage, V, kcols, vcols);
 }

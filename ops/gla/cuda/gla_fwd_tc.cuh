@@ -123,6 +123,44 @@ __device__ __forceinline__ float stage_to_state(float* __restrict__ dst, const f
   return m;
 }
 
+// The sequential state kernels (scalar and per-key gate, forward and backward) carry the warp's 16 key rows of
+// the tile in accumulators, one per 16-column block, and pass them through the fp32 stage once per chunk.
+template <typename Acc, int kBlocks>
+__device__ __forceinline__ void stage_to_acc(Acc (&acc)[kBlocks], const float* __restrict__ stage, int warp) {
+#pragma unroll
+  for (int cb = 0; cb < kBlocks; ++cb) {
+    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * F32Tile::kLd + cb * kFrag, F32Tile::kLd,
+                           wmma::mem_row_major);
+  }
+}
+template <typename Acc, int kBlocks>
+__device__ __forceinline__ void acc_to_stage(float* __restrict__ stage, const Acc (&acc)[kBlocks], int warp) {
+#pragma unroll
+  for (int cb = 0; cb < kBlocks; ++cb) {
+    wmma::store_matrix_sync(stage + warp * kFrag * F32Tile::kLd + cb * kFrag, acc[cb], F32Tile::kLd,
+                            wmma::mem_row_major);
+  }
+}
+
+// fp16 tile maxima in two steps around the barrier that follows the stage copy: each warp's max |S| of the
+// copy into red[warp], then thread 0 folds the warps into *dst.
+template <bool kTrackMax>
+__device__ __forceinline__ void warp_max_to_red(float m, float* __restrict__ red, int warp, int lane) {
+  if (kTrackMax) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if (lane == 0) red[warp] = m;
+  }
+}
+template <bool kTrackMax>
+__device__ __forceinline__ void red_to_tile_max(float* __restrict__ dst, const float* __restrict__ red) {
+  if (kTrackMax && threadIdx.x == 0) {
+    float mm = red[0];
+    for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
+    *dst = mm;
+  }
+}
+
 // The backward's states pass sets both flags. kFinalSlot: the state leaving the last chunk also goes to the slot
 // after the sequence's chunks, where the backward's gate gradient reads it as "the state leaving the chunk".
 // kSplitKeys: the decayed keys enter as hi + lo (two 16-bit parts, twice the products): the gate gradient
@@ -132,7 +170,7 @@ template <typename T, bool kTrackMax, bool kFinalSlot = false, bool kSplitKeys =
 __global__ void __launch_bounds__(kThreadsTc)
     tc_state_kernel(const FwdParams p, float* __restrict__ states, float* __restrict__ tile_max) {
   using Fr = wt::Frag<T>;
-  constexpr int kLd = RowTile<T>::kLd, kLdf = F32Tile::kLd;
+  constexpr int kLd = RowTile<T>::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
   const StateSmem<T> lay(kSplitKeys);
@@ -163,29 +201,19 @@ __global__ void __launch_bounds__(kThreadsTc)
   state_to_stage(stage, h0, V, kcols, vcols);
   __syncthreads();
   typename Fr::Acc acc[kWarps];  // columns 16 cb .. of the warp's 16 key rows
-#pragma unroll
-  for (int cb = 0; cb < kWarps; ++cb) {
-    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-  }
+  stage_to_acc(acc, stage, warp);
 
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     __syncthreads();  // the last chunk's products are done with sk, sv and sb
-#pragma unroll
-    for (int cb = 0; cb < kWarps; ++cb) {
-      wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-    }
+    acc_to_stage(stage, acc, warp);
     if (warp == 0) scalar_gate_cumsum(sb, p, t0, h, L);
     __syncthreads();
 
     const int64_t slot = slot0 + c;
     float m = stage_to_state(states + (slot * H + h) * KV + tile_off, stage, V, kcols, vcols);
-    if (kTrackMax) {
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) red[warp] = m;
-    }
+    warp_max_to_red<kTrackMax>(m, red, warp, lane);
     if (p.g == nullptr) {
       wt::load_rows_padded<kThreadsTc>(sk, kLd, kh + t0 * p.k_tok_stride, p.k_tok_stride, L, kcols, kChunk, kTileK);
     } else {
@@ -207,11 +235,7 @@ __global__ void __launch_bounds__(kThreadsTc)
     wt::load_rows_padded<kThreadsTc>(sv, kLd, vh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTileV);
     __syncthreads();
 
-    if (kTrackMax && threadIdx.x == 0) {
-      float mm = red[0];
-      for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-      tile_max[(slot * H + h) * tiles + kt * ntv + vt] = mm;
-    }
+    red_to_tile_max<kTrackMax>(tile_max + (slot * H + h) * tiles + kt * ntv + vt, red);
     if (active) {
       const float decay = expf(sb[kChunk - 1]);
 #pragma unroll
@@ -236,10 +260,7 @@ __global__ void __launch_bounds__(kThreadsTc)
 
   if (!kFinalSlot && p.ht == nullptr) return;  // uniform over the block
   __syncthreads();  // the stage was last read before the final chunk's products
-#pragma unroll
-  for (int cb = 0; cb < kWarps; ++cb) {
-    wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-  }
+  acc_to_stage(stage, acc, warp);
   __syncthreads();
   if (kFinalSlot) stage_to_state(states + ((slot0 + nchunks) * H + h) * KV + tile_off, stage, V, kcols, vcols);
   if (p.ht != nullptr) stage_to_state(static_cast<float*>(p.ht) + nh * KV + tile_off, stage, V, kcols, vcols);

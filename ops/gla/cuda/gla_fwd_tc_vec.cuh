@@ -55,6 +55,7 @@ static_assert(kThreadsTc == 2 * kTile, "the gate scan gives each key column two 
 template <typename T>
 using Tile = wt::SmemTile<T, kChunk, kTile>;  // [64 x 64]: q / k / re-based slabs, S slab, values, P
 using F32Tile = wt::SmemTile<float, kChunk, kTile>;
+static_assert(std::is_same_v<F32Tile, tc::F32Tile>, "the tc:: stage helpers address this stage layout");
 
 // sg[i * kLdg + d] = g_{t0, d0+d} + .. + g_{t0+i, d0+d}: the in-chunk cumulative gate of key column d0 + d;
 // rows i >= L and columns d >= cols add 0, so row kChunk - 1 holds G_L and padded columns stay 0. Each column
@@ -84,6 +85,25 @@ __device__ __forceinline__ void vector_gate_cumsum(float* __restrict__ sg, const
 // ---------------------------------------------------------------------------------------------------------
 // 1. chunk-start states
 
+// The stage (the state entering the chunk, or in the backward dS leaving it) goes out to dst, then each row d
+// decays by e^{G_L,d}: the same thread reads, stores and rescales an element, so no barrier is needed between
+// the two. Padded rows / columns hold 0. Returns the max |x| this thread stored.
+__device__ __forceinline__ float stage_out_and_decay(float* __restrict__ dst, float* __restrict__ stage,
+                                                     const float* __restrict__ sg, int V, int kcols, int vcols) {
+  constexpr int kLdf = F32Tile::kLd;
+  float m = 0.f;
+  for (int e = threadIdx.x; e < kTile * kTile; e += kThreadsTc) {
+    const int d = e / kTile, col = e % kTile;
+    const float x = stage[d * kLdf + col];
+    if (d < kcols && col < vcols) {
+      dst[int64_t(d) * V + col] = x;
+      m = fmaxf(m, fabsf(x));
+    }
+    stage[d * kLdf + col] = x * expf(sg[(kChunk - 1) * kLdg + d]);
+  }
+  return m;
+}
+
 template <typename T>
 struct StateSmem {  // byte offsets into the realigned dynamic buffer
   size_t k, k_lo, v, stage, gate, red, launch_bytes;
@@ -110,7 +130,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   static_assert(kTileK == tc::kTileK && kTileK == kTile,
                 "the workspace keeps one max |S| per 64 x 64 state tile, shared with the scalar-gate forward");
   using Fr = wt::Frag<T>;
-  constexpr int kLd = Tile<T>::kLd, kLdf = F32Tile::kLd;
+  constexpr int kLd = Tile<T>::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
   const StateSmem<T> lay(kSplitKeys);
@@ -140,39 +160,17 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   tc::state_to_stage(stage, h0, V, kcols, vcols);
   __syncthreads();
   typename Fr::Acc acc[kTile / kFrag];  // value columns 16 cb .. of the warp's 16 key rows
-#pragma unroll
-  for (int cb = 0; cb < kTile / kFrag; ++cb) {
-    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-  }
+  tc::stage_to_acc(acc, stage, warp);
 
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     __syncthreads();  // the last chunk's products are done with sk, sv and the stage
-#pragma unroll
-    for (int cb = 0; cb < kTile / kFrag; ++cb) {
-      wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-    }
+    tc::acc_to_stage(stage, acc, warp);
     vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: the stage is complete too
 
-    // The state entering the chunk goes out, then each row decays by e^{G_L}: the same thread reads, stores
-    // and rescales an element, so no barrier is needed between the two. Padded rows / columns hold 0.
-    float* __restrict__ dst = states + ((slot0 + c) * H + h) * KV + tile_off;
-    float m = 0.f;
-    for (int e = threadIdx.x; e < kTileK * kTile; e += kThreadsTc) {
-      const int d = e / kTile, col = e % kTile;
-      const float x = stage[d * kLdf + col];
-      if (d < kcols && col < vcols) {
-        dst[int64_t(d) * V + col] = x;
-        m = fmaxf(m, fabsf(x));
-      }
-      stage[d * kLdf + col] = x * expf(sg[(kChunk - 1) * kLdg + d]);
-    }
-    if (kTrackMax) {
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) red[warp] = m;
-    }
+    const float m = stage_out_and_decay(states + ((slot0 + c) * H + h) * KV + tile_off, stage, sg, V, kcols, vcols);
+    tc::warp_max_to_red<kTrackMax>(m, red, warp, lane);
     cu::batched_copy<kThreadsTc, 8>(
         kChunk * kTileK,
         [&](int e) {
@@ -190,17 +188,10 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     wt::load_rows_padded<kThreadsTc>(sv, kLd, vh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTile);
     __syncthreads();
 
-    if (kTrackMax && threadIdx.x == 0) {
-      float mm = red[0];
-      for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-      tile_max[((slot0 + c) * H + h) * tiles + kt * ntv + vt] = mm;
-    }
+    tc::red_to_tile_max<kTrackMax>(tile_max + ((slot0 + c) * H + h) * tiles + kt * ntv + vt, red);
     if (active) {
       const int nrb = static_cast<int>(ceil_div(L, kFrag));  // rows past L are zero
-#pragma unroll
-      for (int cb = 0; cb < kTile / kFrag; ++cb) {
-        wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-      }
+      tc::stage_to_acc(acc, stage, warp);
       for (int jb = 0; jb < nrb; ++jb) {
         typename Fr::ACol a, a_lo;  // (decayed K)^T: a column-major view of the row-major key tile
         wmma::load_matrix_sync(a, sk + jb * kFrag * kLd + warp * kFrag, kLd);
@@ -220,10 +211,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 
   if (!kFinalSlot && p.ht == nullptr) return;  // uniform over the block
   __syncthreads();  // the stage was last read before the final chunk's products
-#pragma unroll
-  for (int cb = 0; cb < kTile / kFrag; ++cb) {
-    wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-  }
+  tc::acc_to_stage(stage, acc, warp);
   __syncthreads();
   if (kFinalSlot) tc::stage_to_state(states + ((slot0 + nchunks) * H + h) * KV + tile_off, stage, V, kcols, vcols);
   if (p.ht != nullptr) tc::stage_to_state(static_cast<float*>(p.ht) + nh * KV + tile_off, stage, V, kcols, vcols);
