@@ -58,6 +58,21 @@ struct BwdPtrs {
   float* dg_partial;  // [ntk, B*T, H] or nullptr
 };
 
+// acc (row block r, column block cb of a dv / dk tile) += sum over ib = r .. nrb - 1 of M(ib, r)^T Y(ib, cb): the
+// transpose of a lower-triangular M (the scores P or D) only has blocks at or below r in its column r.
+template <typename T, typename Acc>
+__device__ __forceinline__ void add_transposed_lower(Acc& acc, const T* __restrict__ M, int ldm,
+                                                     const T* __restrict__ Y, int ldy, int r, int cb, int nrb) {
+  using Fr = wt::Frag<T>;
+  for (int ib = r; ib < nrb; ++ib) {
+    typename Fr::ACol a;  // M^T block (r, ib): a column-major view of M's block (ib, r)
+    typename Fr::BRow b;
+    wmma::load_matrix_sync(a, M + ib * kFrag * ldm + r * kFrag, ldm);
+    wmma::load_matrix_sync(b, Y + ib * kFrag * ldy + cb * kFrag, ldy);
+    wmma::mma_sync(acc, a, b, acc);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // 2. state gradients, chunks in reverse
 
@@ -273,13 +288,7 @@ __global__ void __launch_bounds__(kThreadsTc)
     for (int r = 0; r < kRowBlocks; ++r) {
       if (r < nrb) {
         wmma::load_matrix_sync(acc[r], col + r * kFrag * kLdf, kLdf, wmma::mem_row_major);
-        for (int ib = r; ib < nrb; ++ib) {
-          typename Fr::ACol a;  // P^T block (r, ib): a column-major view of P's block (ib, r)
-          typename Fr::BRow b;
-          wmma::load_matrix_sync(a, sp + ib * kFrag * kLdv + r * kFrag, kLdv);
-          wmma::load_matrix_sync(b, sdo + ib * kFrag * kLdv + cb * kFrag, kLdv);
-          wmma::mma_sync(acc[r], a, b, acc[r]);
-        }
+        add_transposed_lower(acc[r], sp, kLdv, sdo, kLdv, r, cb, nrb);  // + P^T dO
         wmma::store_matrix_sync(col + r * kFrag * kLdf, acc[r], kLdf, wmma::mem_row_major);
       }
     }
@@ -587,13 +596,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     for (int r = 0; r < kRowBlocks; ++r) {
       if (r < nrb) {
         wmma::load_matrix_sync(acc[r], col + r * kFrag * kLdf, kLdf, wmma::mem_row_major);
-        for (int ib = r; ib < nrb; ++ib) {
-          typename Fr::ACol a;  // D^T block (r, ib): a column-major view of D's block (ib, r)
-          typename Fr::BRow b;
-          wmma::load_matrix_sync(a, sd + ib * kFrag * kLd + r * kFrag, kLd);
-          wmma::load_matrix_sync(b, sq + ib * kFrag * kLd + cb * kFrag, kLd);
-          wmma::mma_sync(acc[r], a, b, acc[r]);
-        }
+        add_transposed_lower(acc[r], sd, kLd, sq, kLd, r, cb, nrb);  // + D^T Q
         wmma::store_matrix_sync(col + r * kFrag * kLdf, acc[r], kLdf, wmma::mem_row_major);
       }
     }

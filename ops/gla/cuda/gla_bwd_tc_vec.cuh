@@ -317,13 +317,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     for (int r = 0; r < kRowBlocks; ++r) {
       if (r < nrb) {
         wt::scale_fragment(acc_v[r], range.up);  // uniform: legal on any fragment layout
-        for (int ib = r; ib < nrb; ++ib) {
-          typename Fr::ACol a;  // P^T block (r, ib): a column-major view of P's block (ib, r)
-          typename Fr::BRow b;
-          wmma::load_matrix_sync(a, sp + ib * kFrag * kLd + r * kFrag, kLd);
-          wmma::load_matrix_sync(b, sdo + ib * kFrag * kLd + cb * kFrag, kLd);
-          wmma::mma_sync(acc_v[r], a, b, acc_v[r]);
-        }
+        tc::add_transposed_lower(acc_v[r], sp, kLd, sdo, kLd, r, cb, nrb);  // + P^T dO
         wmma::store_matrix_sync(col + r * kFrag * kLdf, acc_v[r], kLdf, wmma::mem_row_major);
       }
     }
