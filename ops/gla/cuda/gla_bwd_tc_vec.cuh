@@ -304,7 +304,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   const T* __restrict__ doh = static_cast<const T*>(p.do_) + h * p.v_head_stride + t0 * p.v_tok_stride + v0;
   wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh, p.v_tok_stride, L, vcols, kChunk, kTile,
                                    static_cast<float>(p.do_scale));
-  store_scores<T>(sf, acc_s, diag, warp, nrb);
+  store_vec_scores<T>(sf, acc_s, diag, warp, nrb);
   __syncthreads();
   mask_scores(sp, sf, L, scale);
   __syncthreads();

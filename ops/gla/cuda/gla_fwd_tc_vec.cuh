@@ -314,10 +314,11 @@ __device__ __forceinline__ void add_off_diag_scores(typename wt::Frag<T>::Acc (&
   }
 }
 
-// The accumulated scores into the fp32 tile sf, blocks on and below the diagonal of the first nrb row blocks.
+// The accumulated scores into the fp32 tile sf, blocks on and below the diagonal of the first nrb row blocks
+// (named apart from the SIMT kernels' store_scores in gla_common.cuh, which this namespace would hide).
 template <typename T>
-__device__ __forceinline__ void store_scores(float* __restrict__ sf, typename wt::Frag<T>::Acc (&acc)[2],
-                                             const float (&diag)[kDiagPerThread], int warp, int nrb) {
+__device__ __forceinline__ void store_vec_scores(float* __restrict__ sf, typename wt::Frag<T>::Acc (&acc)[2],
+                                                 const float (&diag)[kDiagPerThread], int warp, int nrb) {
   constexpr int kLdf = F32Tile::kLd;
 #pragma unroll
   for (int b = 0; b < 2; ++b) {
@@ -450,7 +451,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 
   const T* __restrict__ vh = static_cast<const T*>(p.v) + h * p.v_head_stride + t0 * p.v_tok_stride + v0;
   wt::load_rows_padded<kThreadsTc>(sv, kLd, vh, p.v_tok_stride, L, vcols, kChunk, kTile);
-  store_scores<T>(sf, acc_s, diag, warp, nrb);
+  store_vec_scores<T>(sf, acc_s, diag, warp, nrb);
   __syncthreads();
   mask_scores(sp, sf, L, scale);
   __syncthreads();
