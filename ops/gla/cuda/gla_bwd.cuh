@@ -65,10 +65,7 @@ __global__ void __launch_bounds__(kThreads) chunk_bwd_dstate_kernel(const BwdPar
   const int64_t state_off = nh * KV;
 
   const float* __restrict__ dht = static_cast<const float*>(p.dht);
-  for (int e = tid; e < k_tiles * kBK * kBV; e += kThreads) {
-    const int d = e / kBV, c = e % kBV;
-    sdS[e] = (dht != nullptr && d < K && c < vcols) ? dht[state_off + int64_t(d) * V + v0 + c] : 0.f;
-  }
+  state_to_slice(sdS, dht, state_off, K, V, v0, vcols, k_tiles * kBK);
   __syncthreads();
 
   const int64_t nchunks = ceil_div(seq.len, kChunk);
@@ -80,13 +77,7 @@ __global__ void __launch_bounds__(kThreads) chunk_bwd_dstate_kernel(const BwdPar
   for (int64_t c = nchunks - 1; c >= 0; --c) {
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
-    {
-      float* __restrict__ dst = dstates + ((base + c) * H + h) * KV;
-      for (int e = tid; e < K * kBV; e += kThreads) {
-        const int d = e / kBV, cc = e % kBV;
-        if (cc < vcols) dst[int64_t(d) * V + v0 + cc] = sdS[e];
-      }
-    }
+    slice_to_state(dstates + ((base + c) * H + h) * KV, sdS, K, V, v0, vcols);
     load_row_tile<T, kBV>(sdo, kBV, doh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, do_scale);
     for (int kt = 0; kt < k_tiles; ++kt) {
       const int d0 = kt * kBK;
@@ -113,13 +104,7 @@ __global__ void __launch_bounds__(kThreads) chunk_bwd_dstate_kernel(const BwdPar
     }
   }
 
-  if (p.dh0 != nullptr) {
-    float* __restrict__ dh0 = static_cast<float*>(p.dh0) + state_off;
-    for (int e = tid; e < K * kBV; e += kThreads) {
-      const int d = e / kBV, cc = e % kBV;
-      if (cc < vcols) dh0[int64_t(d) * V + v0 + cc] = sdS[e];
-    }
-  }
+  if (p.dh0 != nullptr) slice_to_state(static_cast<float*>(p.dh0) + state_off, sdS, K, V, v0, vcols);
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -58,20 +58,19 @@ struct BwdPtrs {
   float* dg_partial;  // [ntk, B*T, H] or nullptr
 };
 
-// A [rows x cols] slab of a [*, V] fp32 state (rows from `row0`, columns from `col0`) into a 16-bit tile,
-// times `factor` (a power of two); zeros past `nrows` / `ncols` up to [total_rows x total_cols]. All threads;
-// the caller synchronises afterwards.
-template <typename T>
-__device__ __forceinline__ void state_slab_to_tile(T* __restrict__ dst, int ld, const float* __restrict__ S, int V,
-                                                   int nrows, int ncols, int total_rows, int total_cols,
-                                                   float factor) {
-  cu::batched_copy<kThreadsTc, 8>(
-      total_rows * total_cols,
-      [&](int e) {
-        const int d = e / total_cols, c = e % total_cols;
-        return (d < nrows && c < ncols) ? S[int64_t(d) * V + c] : 0.f;
-      },
-      [&](int e, float x) { dst[(e / total_cols) * ld + e % total_cols] = from_float<T>(x * factor); });
+// acc (row block r, column block cb of a dv / dk tile) += sum over ib = r .. nrb - 1 of M(ib, r)^T Y(ib, cb): the
+// transpose of a lower-triangular M (the scores P or D) only has blocks at or below r in its column r.
+template <typename T, typename Acc>
+__device__ __forceinline__ void add_transposed_lower(Acc& acc, const T* __restrict__ M, int ldm,
+                                                     const T* __restrict__ Y, int ldy, int r, int cb, int nrb) {
+  using Fr = wt::Frag<T>;
+  for (int ib = r; ib < nrb; ++ib) {
+    typename Fr::ACol a;  // M^T block (r, ib): a column-major view of M's block (ib, r)
+    typename Fr::BRow b;
+    wmma::load_matrix_sync(a, M + ib * kFrag * ldm + r * kFrag, ldm);
+    wmma::load_matrix_sync(b, Y + ib * kFrag * ldy + cb * kFrag, ldy);
+    wmma::mma_sync(acc, a, b, acc);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -95,7 +94,7 @@ template <typename T, bool kTrackMax>
 __global__ void __launch_bounds__(kThreadsTc)
     tc_dstate_kernel(const BwdParams p, float* __restrict__ dstates, float* __restrict__ tile_max) {
   using Fr = wt::Frag<T>;
-  constexpr int kLd = RowTile<T>::kLd, kLdf = F32Tile::kLd;
+  constexpr int kLd = RowTile<T>::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
   const DStateSmemTc<T> lay;
@@ -126,29 +125,19 @@ __global__ void __launch_bounds__(kThreadsTc)
   state_to_stage(stage, dht, V, kcols, vcols);
   __syncthreads();
   typename Fr::Acc acc[kWarps];  // columns 16 cb .. of the warp's 16 key rows
-#pragma unroll
-  for (int cb = 0; cb < kWarps; ++cb) {
-    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-  }
+  stage_to_acc(acc, stage, warp);
 
   for (int64_t c = nchunks - 1; c >= 0; --c) {
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     __syncthreads();  // the previous chunk's products are done with sq, sdo and sb, and the stage is free
-#pragma unroll
-    for (int cb = 0; cb < kWarps; ++cb) {
-      wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-    }
+    acc_to_stage(stage, acc, warp);
     if (warp == 0) scalar_gate_cumsum(sb, p, t0, h, L);
     __syncthreads();
 
     const int64_t slot = slot0 + c;  // dS is the gradient of the state leaving chunk c
     float m = stage_to_state(dstates + (slot * H + h) * KV + tile_off, stage, V, kcols, vcols);
-    if (kTrackMax) {
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) red[warp] = m;
-    }
+    warp_max_to_red<kTrackMax>(m, red, warp, lane);
     // e^{b_i} <= 1 is folded into the operand here (not applied afterwards as in the chunk-parallel kernels):
     // the sum over rows i runs inside the product, so no per-row factor can be applied to its result.
     cu::batched_copy<kThreadsTc, 8>(
@@ -165,11 +154,7 @@ __global__ void __launch_bounds__(kThreadsTc)
                                      static_cast<float>(p.do_scale));
     __syncthreads();
 
-    if (kTrackMax && threadIdx.x == 0) {
-      float mm = red[0];
-      for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-      tile_max[(slot * H + h) * tiles + kt * ntv + vt] = mm;
-    }
+    red_to_tile_max<kTrackMax>(tile_max + (slot * H + h) * tiles + kt * ntv + vt, red);
     if (active) {
       const float decay = expf(sb[kChunk - 1]);
 #pragma unroll
@@ -192,10 +177,7 @@ __global__ void __launch_bounds__(kThreadsTc)
 
   if (p.dh0 == nullptr) return;  // uniform over the block
   __syncthreads();
-#pragma unroll
-  for (int cb = 0; cb < kWarps; ++cb) {
-    wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-  }
+  acc_to_stage(stage, acc, warp);
   __syncthreads();
   stage_to_state(static_cast<float*>(p.dh0) + nh * KV + tile_off, stage, V, kcols, vcols);
 }
@@ -263,39 +245,12 @@ __global__ void __launch_bounds__(kThreadsTc)
                                    static_cast<float>(p.do_scale));
   __syncthreads();
 
-  for (int blk = warp; blk < kScoreBlocks; blk += kWarps) {
-    int ib = 0, jb = 0;
-    score_block(blk, ib, jb);
-    if (ib >= nrb) continue;
-    typename Fr::Acc acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int ks = 0; ks < nks; ++ks) {
-      typename Fr::ARow a;
-      typename Fr::BCol b;
-      wmma::load_matrix_sync(a, sq + ib * kFrag * ldq + ks * kFrag, ldq);
-      wmma::load_matrix_sync(b, sk + jb * kFrag * ldq + ks * kFrag, ldq);
-      wmma::mma_sync(acc, a, b, acc);
-    }
-    wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc, kLdf, wmma::mem_row_major);
-  }
+  causal_scores(sf, sq, sk, ldq, nks, nrb, warp);
   __syncthreads();
-
-  // P, masked before the exp (every exponent <= 0; unwritten score blocks are never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    float x = 0.f;
-    if (i < L && j <= i) x = scale * expf(sb[i] - sb[j]) * sf[i * kLdf + j];
-    sp[i * kLdv + j] = from_float<T>(x);
-  }
-  const int64_t ntk = ceil_div(K, kTileK), ntv = ceil_div(V, kTileV);
-  float range_down = 1.f, range_up = 1.f;
-  if constexpr (kRangeScale) {
-    const int e = fp16_range_exponent(dstate_max + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
-    range_down = ldexpf(1.f, -e);
-    range_up = ldexpf(1.f, e);
-  }
+  decayed_scores(sp, sf, sb, L, scale);  // P, as in the forward
+  const RangeFactors range = v_tile_range_factors<kRangeScale>(dstate_max, slot, H, h, K, V, vt);
   state_slab_to_tile(sds, kLdv, dstates + (slot * H + h) * int64_t(K) * V + v0, V, K, vcols, kp, kTileV,
-                     range_down);
+                     range.down);
   __syncthreads();
 
   // Warp w owns dv columns 16 w ..: (K dS) with the fp32 row factor e^{b_L - b_j}, then + P^T dO over the
@@ -326,20 +281,14 @@ __global__ void __launch_bounds__(kThreadsTc)
     const float bl = sb[kChunk - 1];
     for (int e = lane; e < nrb * kFrag * kFrag; e += 32) {
       const int j = e / kFrag, cc = e % kFrag;
-      col[j * kLdf + cc] *= expf(bl - sb[j]) * range_up;
+      col[j * kLdf + cc] *= expf(bl - sb[j]) * range.up;
     }
     __syncwarp();
 #pragma unroll
     for (int r = 0; r < kRowBlocks; ++r) {
       if (r < nrb) {
         wmma::load_matrix_sync(acc[r], col + r * kFrag * kLdf, kLdf, wmma::mem_row_major);
-        for (int ib = r; ib < nrb; ++ib) {
-          typename Fr::ACol a;  // P^T block (r, ib): a column-major view of P's block (ib, r)
-          typename Fr::BRow b;
-          wmma::load_matrix_sync(a, sp + ib * kFrag * kLdv + r * kFrag, kLdv);
-          wmma::load_matrix_sync(b, sdo + ib * kFrag * kLdv + cb * kFrag, kLdv);
-          wmma::mma_sync(acc[r], a, b, acc[r]);
-        }
+        add_transposed_lower(acc[r], sp, kLdv, sdo, kLdv, r, cb, nrb);  // + P^T dO
         wmma::store_matrix_sync(col + r * kFrag * kLdf, acc[r], kLdf, wmma::mem_row_major);
       }
     }
@@ -647,13 +596,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     for (int r = 0; r < kRowBlocks; ++r) {
       if (r < nrb) {
         wmma::load_matrix_sync(acc[r], col + r * kFrag * kLdf, kLdf, wmma::mem_row_major);
-        for (int ib = r; ib < nrb; ++ib) {
-          typename Fr::ACol a;  // D^T block (r, ib): a column-major view of D's block (ib, r)
-          typename Fr::BRow b;
-          wmma::load_matrix_sync(a, sd + ib * kFrag * kLd + r * kFrag, kLd);
-          wmma::load_matrix_sync(b, sq + ib * kFrag * kLd + cb * kFrag, kLd);
-          wmma::mma_sync(acc[r], a, b, acc[r]);
-        }
+        add_transposed_lower(acc[r], sd, kLd, sq, kLd, r, cb, nrb);  // + D^T Q
         wmma::store_matrix_sync(col + r * kFrag * kLdf, acc[r], kLdf, wmma::mem_row_major);
       }
     }

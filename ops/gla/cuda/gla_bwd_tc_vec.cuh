@@ -102,7 +102,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   static_assert(kTile == tc::kTileK && kTile == tc::kTileV,
                 "one max |dS| per 64 x 64 tile: the workspace layout of the scalar-gate backward");
   using Fr = wt::Frag<T>;
-  constexpr int kLd = Tile<T>::kLd, kLdf = F32Tile::kLd;
+  constexpr int kLd = Tile<T>::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
   const DStateSmem<T> lay;
@@ -132,38 +132,19 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   tc::state_to_stage(stage, dht, V, kcols, vcols);
   __syncthreads();
   typename Fr::Acc acc[kTile / kFrag];  // value columns 16 cb .. of the warp's 16 key rows
-#pragma unroll
-  for (int cb = 0; cb < kTile / kFrag; ++cb) {
-    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-  }
+  tc::stage_to_acc(acc, stage, warp);
 
   for (int64_t c = nchunks - 1; c >= 0; --c) {
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     __syncthreads();  // the previous chunk's products are done with sq, sdo and the stage
-#pragma unroll
-    for (int cb = 0; cb < kTile / kFrag; ++cb) {
-      wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-    }
+    tc::acc_to_stage(stage, acc, warp);
     vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: the stage is complete too
 
-    // dS leaves chunk c here; then each row decays by e^{G_L} (the same thread stores and rescales an element).
-    float* __restrict__ dst = dstates + ((slot0 + c) * H + h) * KV + tile_off;
-    float m = 0.f;
-    for (int e = threadIdx.x; e < kTile * kTile; e += kThreadsTc) {
-      const int d = e / kTile, col = e % kTile;
-      const float x = stage[d * kLdf + col];
-      if (d < kcols && col < vcols) {
-        dst[int64_t(d) * V + col] = x;
-        m = fmaxf(m, fabsf(x));
-      }
-      stage[d * kLdf + col] = x * expf(sg[(kChunk - 1) * kLdg + d]);
-    }
-    if (kTrackMax) {
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) red[warp] = m;
-    }
+    // dS leaves chunk c here, then decays.
+    const float m =
+        stage_out_and_decay(dstates + ((slot0 + c) * H + h) * KV + tile_off, stage, sg, V, kcols, vcols);
+    tc::warp_max_to_red<kTrackMax>(m, red, warp, lane);
     // e^{G_i} <= 1 goes into the operand: the product sums over rows i, so no row factor can follow it.
     cu::batched_copy<kThreadsTc, 8>(
         kChunk * kTile,
@@ -181,17 +162,10 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
                                      static_cast<float>(p.do_scale));
     __syncthreads();
 
-    if (kTrackMax && threadIdx.x == 0) {
-      float mm = red[0];
-      for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-      tile_max[((slot0 + c) * H + h) * tiles + kt * ntv + vt] = mm;
-    }
+    tc::red_to_tile_max<kTrackMax>(tile_max + ((slot0 + c) * H + h) * tiles + kt * ntv + vt, red);
     if (active) {
       const int nrb = static_cast<int>(ceil_div(L, kFrag));  // rows past L are zero
-#pragma unroll
-      for (int cb = 0; cb < kTile / kFrag; ++cb) {
-        wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-      }
+      tc::stage_to_acc(acc, stage, warp);
       for (int ib = 0; ib < nrb; ++ib) {
         typename Fr::ACol a;  // (scale Q e^G)^T: a column-major view of the row-major query tile
         wmma::load_matrix_sync(a, sq + ib * kFrag * kLd + warp * kFrag, kLd);
@@ -209,10 +183,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 
   if (p.dh0 == nullptr) return;  // uniform over the block
   __syncthreads();  // the stage was last read before the first chunk's products
-#pragma unroll
-  for (int cb = 0; cb < kTile / kFrag; ++cb) {
-    wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-  }
+  tc::acc_to_stage(stage, acc, warp);
   __syncthreads();
   tc::stage_to_state(static_cast<float*>(p.dh0) + nh * KV + tile_off, stage, V, kcols, vcols);
 }
@@ -246,7 +217,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   static_assert((Tile<T>::kElems * sizeof(T)) % wt::kSmemAlign == 0 &&
                     2 * Tile<T>::kElems * sizeof(T) >= F32Tile::kElems * sizeof(float),
                 "the fp32 score / dv tile reuses the adjacent k e^{G_L - G} and re-based q slabs");
-  static_assert(kTile == tc::kTileK, "K slabs match the dS tiles, so the tile maxima line up");
+  static_assert(kTile == tc::kTileK && kTile == tc::kTileV,
+                "K slabs and V tiles match the dS tiles, so the tile maxima line up");
   int64_t n = 0, c = 0;
   SeqSpan seq;
   if (!locate_chunk(p, blockIdx.x, n, c, seq)) return;  // uniform over the block
@@ -276,13 +248,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   const int warp = threadIdx.x / 32;
   const float scale = static_cast<float>(p.scale);
 
-  const int64_t ntk = ceil_div(K, kTile), ntv = ceil_div(V, kTile);
-  float range_down = 1.f, range_up = 1.f;  // exact powers of two, one per V tile: K dS sums over all K
-  if constexpr (kRangeScale) {
-    const int e = tc::fp16_range_exponent(dstate_max + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
-    range_down = ldexpf(1.f, -e);
-    range_up = ldexpf(1.f, e);
-  }
+  const tc::RangeFactors range = tc::v_tile_range_factors<kRangeScale>(dstate_max, slot, H, h, K, V, vt);
   const T* __restrict__ qh = static_cast<const T*>(p.q) + h * p.q_head_stride + t0 * p.q_tok_stride;
   const T* __restrict__ kh = static_cast<const T*>(p.k) + h * p.k_head_stride + t0 * p.k_tok_stride;
   const float* __restrict__ dS = dstates + (slot * H + h) * int64_t(K) * V + v0;
@@ -303,7 +269,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     __syncthreads();  // the previous slab's products are done with every slab tile
     wt::load_rows_padded<kThreadsTc>(sq, kLd, qh + d0, p.q_tok_stride, L, kcols, kChunk, kTile);
     wt::load_rows_padded<kThreadsTc>(sk, kLd, kh + d0, p.k_tok_stride, L, kcols, kChunk, kTile);
-    tc::state_slab_to_tile(ss, kLd, dS + int64_t(d0) * V, V, kcols, vcols, kTile, kTile, range_down);
+    tc::state_slab_to_tile(ss, kLd, dS + int64_t(d0) * V, V, kcols, vcols, kTile, kTile, range.down);
     vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: sq, sk, ss complete too
 
     for (int e = threadIdx.x; e < kChunk * kTile; e += kThreadsTc) {
@@ -313,43 +279,11 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
       sqt[i * kLd + d] = from_float<T>(to_float(sq[i * kLd + d]) * expf(gi - sg[pr * kLdg + d]));
       skd[i * kLd + d] = from_float<T>(to_float(sk[i * kLd + d]) * expf(sg[(kChunk - 1) * kLdg + d] - gi));
     }
-    for (int e = threadIdx.x; e < kRebasedKeyRows * kTile; e += kThreadsTc) {
-      const int r = e / kTile, d = e % kTile;
-      const int ib = r < kFrag ? 1 : (r < 3 * kFrag ? 2 : 3);
-      const int j = r - kg_offset(ib), pr = ib * kFrag;  // j < pr: G_p - G_j <= 0
-      skt[r * kLd + d] = from_float<T>(to_float(sk[j * kLd + d]) * expf(sg[pr * kLdg + d] - sg[j * kLdg + d]));
-    }
-    // Diagonal blocks: entry t + 128 m is block m / 2, local row / column from (t + 128 (m % 2)).
-    for (int d = 0; d < kcols; ++d) {
-#pragma unroll
-      for (int m = 0; m < kDiagPerThread; ++m) {
-        const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
-        const int i = b0 + local / kFrag, j = b0 + local % kFrag;
-        if (j <= i) {
-          diag[m] += to_float(sq[i * kLd + d]) * to_float(sk[j * kLd + d]) *
-                     expf(sg[i * kLdg + d] - sg[j * kLdg + d]);
-        }
-      }
-    }
+    rebase_keys(skt, sk, sg);
+    add_diag_scores(diag, sq, sk, sg, kcols);
     __syncthreads();
 
-#pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      const int blk = warp + b * kWarps;
-      if (blk < kOffBlocks) {
-        int ib = 0, jb = 0;
-        off_block(blk, ib, jb);
-        if (ib < nrb) {
-          for (int ks = 0; ks < nks; ++ks) {
-            typename Fr::ARow a;
-            typename Fr::BCol bk;  // re-based K^T: a column-major view of the row-major key tile
-            wmma::load_matrix_sync(a, sqt + ib * kFrag * kLd + ks * kFrag, kLd);
-            wmma::load_matrix_sync(bk, skt + (kg_offset(ib) + jb * kFrag) * kLd + ks * kFrag, kLd);
-            wmma::mma_sync(acc_s[b], a, bk, acc_s[b]);
-          }
-        }
-      }
-    }
+    add_off_diag_scores<T>(acc_s, sqt, skt, warp, nrb, nks);
     if (warp < nvb) {
       for (int ks = 0; ks < nks; ++ks) {
         typename Fr::BRow bs;
@@ -370,27 +304,9 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   const T* __restrict__ doh = static_cast<const T*>(p.do_) + h * p.v_head_stride + t0 * p.v_tok_stride + v0;
   wt::load_rows_padded<kThreadsTc>(sdo, kLd, doh, p.v_tok_stride, L, vcols, kChunk, kTile,
                                    static_cast<float>(p.do_scale));
-#pragma unroll
-  for (int b = 0; b < 2; ++b) {
-    const int blk = warp + b * kWarps;
-    if (blk < kOffBlocks) {
-      int ib = 0, jb = 0;
-      off_block(blk, ib, jb);
-      if (ib < nrb) wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc_s[b], kLdf, wmma::mem_row_major);
-    }
-  }
-#pragma unroll
-  for (int m = 0; m < kDiagPerThread; ++m) {
-    const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
-    sf[(b0 + local / kFrag) * kLdf + b0 + local % kFrag] = diag[m];
-  }
+  store_vec_scores<T>(sf, acc_s, diag, warp, nrb);
   __syncthreads();
-
-  // P = scale A for j <= i < L, else 0 (unwritten score blocks lie above the diagonal or past L: never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    sp[i * kLd + j] = from_float<T>((i < L && j <= i) ? scale * sf[i * kLdf + j] : 0.f);
-  }
+  mask_scores(sp, sf, L, scale);
   __syncthreads();
 
   // Warp w owns dv columns 16 w ..: + P^T dO over the query blocks at or below each key block.
@@ -400,14 +316,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 #pragma unroll
     for (int r = 0; r < kRowBlocks; ++r) {
       if (r < nrb) {
-        wt::scale_fragment(acc_v[r], range_up);  // uniform: legal on any fragment layout
-        for (int ib = r; ib < nrb; ++ib) {
-          typename Fr::ACol a;  // P^T block (r, ib): a column-major view of P's block (ib, r)
-          typename Fr::BRow b;
-          wmma::load_matrix_sync(a, sp + ib * kFrag * kLd + r * kFrag, kLd);
-          wmma::load_matrix_sync(b, sdo + ib * kFrag * kLd + cb * kFrag, kLd);
-          wmma::mma_sync(acc_v[r], a, b, acc_v[r]);
-        }
+        wt::scale_fragment(acc_v[r], range.up);  // uniform: legal on any fragment layout
+        tc::add_transposed_lower(acc_v[r], sp, kLd, sdo, kLd, r, cb, nrb);  // + P^T dO
         wmma::store_matrix_sync(col + r * kFrag * kLdf, acc_v[r], kLdf, wmma::mem_row_major);
       }
     }
@@ -531,12 +441,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   wt::load_rows_padded<kThreadsTc>(sk, kLd, kh, p.k_tok_stride, L, kcols, kChunk, kTile);
   vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: sq, sk complete too
   // Kt: the keys re-based for query block ib (pivot 16 ib > j), packed as in the forward.
-  for (int e = threadIdx.x; e < kRebasedKeyRows * kTile; e += kThreadsTc) {
-    const int r = e / kTile, d = e % kTile;
-    const int ib = r < kFrag ? 1 : (r < 3 * kFrag ? 2 : 3);
-    const int j = r - kg_offset(ib), pr = ib * kFrag;
-    reb[r * kLd + d] = from_float<T>(to_float(sk[j * kLd + d]) * expf(sg[pr * kLdg + d] - sg[j * kLdg + d]));
-  }
+  rebase_keys(reb, sk, sg);
 
   // 1. D = scale dO V^T on and below the diagonal, accumulated over 64-column V slabs.
   {
@@ -577,11 +482,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     }
   }
   __syncthreads();
-  // Masked before any use (unwritten blocks of fa lie above the diagonal or past L: never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    sd[i * kLd + j] = from_float<T>((i < L && j <= i) ? scale * fa[i * kLdf + j] : 0.f);
-  }
+  mask_scores(sd, fa, L, scale);  // D is masked as P is: unwritten blocks of fa are never read
 
   typename Fr::Acc acc[kRowBlocks];  // the warp's 16 key columns of dq (then dk), every row block
   // 2. dq: dO S_c^T over the V slabs, then (per warp, in its fp32 columns of fa) the factor scale e^{G_p},

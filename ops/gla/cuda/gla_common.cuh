@@ -206,4 +206,28 @@ __device__ __forceinline__ void store_scores(float* __restrict__ sA, const float
   }
 }
 
+// The SIMT chunk kernels of the forward and the state-gradient pass keep the CTA's [K x kBV] slice of a state
+// (column block v0 .. v0 + vcols - 1 of a [K, V] fp32 tensor) in shared memory, row d at slice[d * kBV].
+
+// __restrict__ only where the kernels had it (the source of the initial slice): on every parameter it changed which
+// global loads of the fp32 state-gradient kernel nvcc made read-only (LDG.CONSTANT), i.e. its code.
+
+// slice <- rows d < K of src + off (a null src is a zero state); padded rows up to `rows` and columns stay 0.
+// All threads; the caller synchronises afterwards.
+__device__ __forceinline__ void state_to_slice(float* slice, const float* __restrict__ src, int64_t off, int K, int V,
+                                               int v0, int vcols, int rows) {
+  for (int e = threadIdx.x; e < rows * kBV; e += kThreads) {
+    const int d = e / kBV, c = e % kBV;
+    slice[e] = (src != nullptr && d < K && c < vcols) ? src[off + int64_t(d) * V + v0 + c] : 0.f;
+  }
+}
+
+// The reverse copy of the real rows and columns.
+__device__ __forceinline__ void slice_to_state(float* dst, const float* slice, int K, int V, int v0, int vcols) {
+  for (int e = threadIdx.x; e < K * kBV; e += kThreads) {
+    const int d = e / kBV, cc = e % kBV;
+    if (cc < vcols) dst[int64_t(d) * V + v0 + cc] = slice[e];
+  }
+}
+
 }  // namespace linattn::gla::gpu

@@ -80,10 +80,7 @@ __global__ void __launch_bounds__(kThreads)
 
   // S <- h0 (or 0); rows >= K and columns >= V stay 0.
   const float* __restrict__ h0 = static_cast<const float*>(p.h0);
-  for (int e = tid; e < k_tiles * kBK * kBV; e += kThreads) {
-    const int d = e / kBV, c = e % kBV;
-    sS[e] = (h0 != nullptr && d < K && c < vcols) ? h0[state_off + int64_t(d) * V + v0 + c] : 0.f;
-  }
+  state_to_slice(sS, h0, state_off, K, V, v0, vcols, k_tiles * kBK);
   __syncthreads();
 
   const int64_t nchunks = ceil_div(seq.len, kChunk);
@@ -96,11 +93,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     if (kStatesOnly) {
-      float* __restrict__ dst = states_ws + ((base + c) * H + h) * KV;
-      for (int e = tid; e < K * kBV; e += kThreads) {
-        const int d = e / kBV, cc = e % kBV;
-        if (cc < vcols) dst[int64_t(d) * V + v0 + cc] = sS[e];
-      }
+      slice_to_state(states_ws + ((base + c) * H + h) * KV, sS, K, V, v0, vcols);
     }
     load_row_tile<T, kBV>(sv, kBV, vh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols);
 
@@ -195,12 +188,7 @@ __global__ void __launch_bounds__(kThreads)
   } else if (p.ht != nullptr) {
     out = static_cast<float*>(p.ht) + state_off;
   }
-  if (out != nullptr) {
-    for (int e = tid; e < K * kBV; e += kThreads) {
-      const int d = e / kBV, cc = e % kBV;
-      if (cc < vcols) out[int64_t(d) * V + v0 + cc] = sS[e];
-    }
-  }
+  if (out != nullptr) slice_to_state(out, sS, K, V, v0, vcols);
 }
 
 template <typename T, bool kStatesOnly>

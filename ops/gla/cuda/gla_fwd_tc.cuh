@@ -123,6 +123,44 @@ __device__ __forceinline__ float stage_to_state(float* __restrict__ dst, const f
   return m;
 }
 
+// The sequential state kernels (scalar and per-key gate, forward and backward) carry the warp's 16 key rows of
+// the tile in accumulators, one per 16-column block, and pass them through the fp32 stage once per chunk.
+template <typename Acc, int kBlocks>
+__device__ __forceinline__ void stage_to_acc(Acc (&acc)[kBlocks], const float* __restrict__ stage, int warp) {
+#pragma unroll
+  for (int cb = 0; cb < kBlocks; ++cb) {
+    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * F32Tile::kLd + cb * kFrag, F32Tile::kLd,
+                           wmma::mem_row_major);
+  }
+}
+template <typename Acc, int kBlocks>
+__device__ __forceinline__ void acc_to_stage(float* __restrict__ stage, const Acc (&acc)[kBlocks], int warp) {
+#pragma unroll
+  for (int cb = 0; cb < kBlocks; ++cb) {
+    wmma::store_matrix_sync(stage + warp * kFrag * F32Tile::kLd + cb * kFrag, acc[cb], F32Tile::kLd,
+                            wmma::mem_row_major);
+  }
+}
+
+// fp16 tile maxima in two steps around the barrier that follows the stage copy: each warp's max |S| of the
+// copy into red[warp], then thread 0 folds the warps into *dst.
+template <bool kTrackMax>
+__device__ __forceinline__ void warp_max_to_red(float m, float* __restrict__ red, int warp, int lane) {
+  if (kTrackMax) {
+#pragma unroll
+    for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+    if (lane == 0) red[warp] = m;
+  }
+}
+template <bool kTrackMax>
+__device__ __forceinline__ void red_to_tile_max(float* __restrict__ dst, const float* __restrict__ red) {
+  if (kTrackMax && threadIdx.x == 0) {
+    float mm = red[0];
+    for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
+    *dst = mm;
+  }
+}
+
 // The backward's states pass sets both flags. kFinalSlot: the state leaving the last chunk also goes to the slot
 // after the sequence's chunks, where the backward's gate gradient reads it as "the state leaving the chunk".
 // kSplitKeys: the decayed keys enter as hi + lo (two 16-bit parts, twice the products): the gate gradient
@@ -132,7 +170,7 @@ template <typename T, bool kTrackMax, bool kFinalSlot = false, bool kSplitKeys =
 __global__ void __launch_bounds__(kThreadsTc)
     tc_state_kernel(const FwdParams p, float* __restrict__ states, float* __restrict__ tile_max) {
   using Fr = wt::Frag<T>;
-  constexpr int kLd = RowTile<T>::kLd, kLdf = F32Tile::kLd;
+  constexpr int kLd = RowTile<T>::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
   const StateSmem<T> lay(kSplitKeys);
@@ -163,29 +201,19 @@ __global__ void __launch_bounds__(kThreadsTc)
   state_to_stage(stage, h0, V, kcols, vcols);
   __syncthreads();
   typename Fr::Acc acc[kWarps];  // columns 16 cb .. of the warp's 16 key rows
-#pragma unroll
-  for (int cb = 0; cb < kWarps; ++cb) {
-    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-  }
+  stage_to_acc(acc, stage, warp);
 
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     __syncthreads();  // the last chunk's products are done with sk, sv and sb
-#pragma unroll
-    for (int cb = 0; cb < kWarps; ++cb) {
-      wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-    }
+    acc_to_stage(stage, acc, warp);
     if (warp == 0) scalar_gate_cumsum(sb, p, t0, h, L);
     __syncthreads();
 
     const int64_t slot = slot0 + c;
     float m = stage_to_state(states + (slot * H + h) * KV + tile_off, stage, V, kcols, vcols);
-    if (kTrackMax) {
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) red[warp] = m;
-    }
+    warp_max_to_red<kTrackMax>(m, red, warp, lane);
     if (p.g == nullptr) {
       wt::load_rows_padded<kThreadsTc>(sk, kLd, kh + t0 * p.k_tok_stride, p.k_tok_stride, L, kcols, kChunk, kTileK);
     } else {
@@ -207,11 +235,7 @@ __global__ void __launch_bounds__(kThreadsTc)
     wt::load_rows_padded<kThreadsTc>(sv, kLd, vh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTileV);
     __syncthreads();
 
-    if (kTrackMax && threadIdx.x == 0) {
-      float mm = red[0];
-      for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-      tile_max[(slot * H + h) * tiles + kt * ntv + vt] = mm;
-    }
+    red_to_tile_max<kTrackMax>(tile_max + (slot * H + h) * tiles + kt * ntv + vt, red);
     if (active) {
       const float decay = expf(sb[kChunk - 1]);
 #pragma unroll
@@ -236,10 +260,7 @@ __global__ void __launch_bounds__(kThreadsTc)
 
   if (!kFinalSlot && p.ht == nullptr) return;  // uniform over the block
   __syncthreads();  // the stage was last read before the final chunk's products
-#pragma unroll
-  for (int cb = 0; cb < kWarps; ++cb) {
-    wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-  }
+  acc_to_stage(stage, acc, warp);
   __syncthreads();
   if (kFinalSlot) stage_to_state(states + ((slot0 + nchunks) * H + h) * KV + tile_off, stage, V, kcols, vcols);
   if (p.ht != nullptr) stage_to_state(static_cast<float*>(p.ht) + nh * KV + tile_off, stage, V, kcols, vcols);
@@ -301,6 +322,78 @@ __device__ __forceinline__ int fp16_range_exponent(const float* __restrict__ max
   return fp16_range_exponent_strided(maxima + vt, ntk, ntv);
 }
 
+// fp16 range factors of V tile vt of one (slot, head) from the K-tile maxima: 2^{-e} for the state slab before its
+// rounding, 2^{e} for the fp32 products (one exponent per V tile, since those products sum over all of K).
+struct RangeFactors {
+  float down = 1.f, up = 1.f;
+};
+template <bool kRangeScale>
+__device__ __forceinline__ RangeFactors v_tile_range_factors(const float* __restrict__ maxima, int64_t slot,
+                                                             int64_t H, int64_t h, int K, int V, int vt) {
+  const int64_t ntk = ceil_div(K, kTileK), ntv = ceil_div(V, kTileV);
+  RangeFactors r;
+  if constexpr (kRangeScale) {
+    const int e = fp16_range_exponent(maxima + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
+    r.down = ldexpf(1.f, -e);
+    r.up = ldexpf(1.f, e);
+  }
+  return r;
+}
+
+// A [nrows x ncols] slab of a [*, V] fp32 state (S at its first element) into a 16-bit tile, times `factor` (a
+// power of two); zeros past `nrows` / `ncols` up to [total_rows x total_cols]. Shared by the forward's S_c and
+// the backward's S_c / dS slabs; all threads, the caller synchronises afterwards.
+template <typename T>
+__device__ __forceinline__ void state_slab_to_tile(T* __restrict__ dst, int ld, const float* __restrict__ S, int V,
+                                                   int nrows, int ncols, int total_rows, int total_cols,
+                                                   float factor) {
+  cu::batched_copy<kThreadsTc, 8>(
+      total_rows * total_cols,
+      [&](int e) {
+        const int d = e / total_cols, c = e % total_cols;
+        return (d < nrows && c < ncols) ? S[int64_t(d) * V + c] : 0.f;
+      },
+      [&](int e, float x) { dst[(e / total_cols) * ld + e % total_cols] = from_float<T>(x * factor); });
+}
+
+// Raw scores q_i . k_j of the 16 x 16 blocks on and below the diagonal into the fp32 tile sf (round-robin: 3, 3,
+// 2, 2 blocks per warp); blocks of rows past nrb row blocks stay unwritten.
+template <typename T>
+__device__ __forceinline__ void causal_scores(float* __restrict__ sf, const T* __restrict__ sq,
+                                              const T* __restrict__ sk, int ldq, int nks, int nrb, int warp) {
+  using Fr = wt::Frag<T>;
+  constexpr int kLdf = F32Tile::kLd;
+  for (int blk = warp; blk < kScoreBlocks; blk += kWarps) {
+    int ib = 0, jb = 0;
+    score_block(blk, ib, jb);
+    if (ib >= nrb) continue;
+    typename Fr::Acc acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int ks = 0; ks < nks; ++ks) {
+      typename Fr::ARow a;
+      typename Fr::BCol b;  // K^T: a column-major view of the row-major key tile
+      wmma::load_matrix_sync(a, sq + ib * kFrag * ldq + ks * kFrag, ldq);
+      wmma::load_matrix_sync(b, sk + jb * kFrag * ldq + ks * kFrag, ldq);
+      wmma::mma_sync(acc, a, b, acc);
+    }
+    wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc, kLdf, wmma::mem_row_major);
+  }
+}
+
+// P = scale e^{b_i - b_j} (q_i . k_j) for j <= i < L, else 0; the mask comes first, so the exp never sees a
+// positive exponent (and unwritten score blocks are never read).
+template <typename T>
+__device__ __forceinline__ void decayed_scores(T* __restrict__ sp, const float* __restrict__ sf,
+                                               const float* __restrict__ sb, int L, float scale) {
+  constexpr int kLdv = RowTile<T>::kLd, kLdf = F32Tile::kLd;
+  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
+    const int i = e / kChunk, j = e % kChunk;
+    float x = 0.f;
+    if (i < L && j <= i) x = scale * expf(sb[i] - sb[j]) * sf[i * kLdf + j];
+    sp[i * kLdv + j] = from_float<T>(x);
+  }
+}
+
 template <typename T, bool kRangeScale>
 __global__ void __launch_bounds__(kThreadsTc)
     tc_output_kernel(const FwdParams p, const float* __restrict__ states, const float* __restrict__ tile_max) {
@@ -341,51 +434,12 @@ __global__ void __launch_bounds__(kThreadsTc)
   wt::load_rows_padded<kThreadsTc>(sv, kLdv, vh, p.v_tok_stride, L, vcols, kChunk, kTileV);
   __syncthreads();
 
-  // Raw scores q_i . k_j of the blocks on and below the diagonal (round-robin: 3, 3, 2, 2 blocks per warp).
-  for (int blk = warp; blk < kScoreBlocks; blk += kWarps) {
-    int ib = 0, jb = 0;
-    score_block(blk, ib, jb);
-    if (ib >= nrb) continue;
-    typename Fr::Acc acc;
-    wmma::fill_fragment(acc, 0.f);
-    for (int ks = 0; ks < nks; ++ks) {
-      typename Fr::ARow a;
-      typename Fr::BCol b;  // K^T: a column-major view of the row-major key tile
-      wmma::load_matrix_sync(a, sq + ib * kFrag * ldq + ks * kFrag, ldq);
-      wmma::load_matrix_sync(b, sk + jb * kFrag * ldq + ks * kFrag, ldq);
-      wmma::mma_sync(acc, a, b, acc);
-    }
-    wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc, kLdf, wmma::mem_row_major);
-  }
+  causal_scores(sf, sq, sk, ldq, nks, nrb, warp);
   __syncthreads();
-
-  // P = scale e^{b_i - b_j} (q_i . k_j) for j <= i < L, else 0; the mask comes first, so the exp never
-  // sees a positive exponent (and unwritten score blocks are never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    float x = 0.f;
-    if (i < L && j <= i) x = scale * expf(sb[i] - sb[j]) * sf[i * kLdf + j];
-    sp[i * kLdv + j] = from_float<T>(x);
-  }
+  decayed_scores(sp, sf, sb, L, scale);
   // S_c (fp32) -> the input dtype, over the keys' region.
-  const int64_t ntk = ceil_div(K, kTileK), ntv = ceil_div(V, kTileV);
-  float range_down = 1.f, range_up = 1.f;  // exact powers of two
-  if constexpr (kRangeScale) {
-    const int e = fp16_range_exponent(tile_max + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
-    range_down = ldexpf(1.f, -e);
-    range_up = ldexpf(1.f, e);
-  }
-  const float* __restrict__ S = states + (slot * H + h) * int64_t(K) * V + v0;
-  cu::batched_copy<kThreadsTc, 8>(
-      kp * kTileV,
-      [&](int e) {
-        const int d = e / kTileV, col = e % kTileV;
-        return (d < K && col < vcols) ? S[int64_t(d) * V + col] : 0.f;
-      },
-      [&](int e, float x) {
-        if constexpr (kRangeScale) x *= range_down;
-        ss[(e / kTileV) * kLdv + e % kTileV] = from_float<T>(x);
-      });
+  const RangeFactors range = v_tile_range_factors<kRangeScale>(tile_max, slot, H, h, K, V, vt);
+  state_slab_to_tile(ss, kLdv, states + (slot * H + h) * int64_t(K) * V + v0, V, K, vcols, kp, kTileV, range.down);
   __syncthreads();
 
   // Warp w owns value columns 16 w ..: Q S_c, then the fp32 row factor, then + P V (causal blocks only).
@@ -414,7 +468,7 @@ __global__ void __launch_bounds__(kThreadsTc)
     __syncwarp();
     for (int e = lane; e < nrb * kFrag * kFrag; e += 32) {
       const int i = e / kFrag, cc = e % kFrag;
-      col[i * kLdf + cc] *= scale * expf(sb[i]) * range_up;
+      col[i * kLdf + cc] *= scale * expf(sb[i]) * range.up;
     }
     __syncwarp();
 #pragma unroll

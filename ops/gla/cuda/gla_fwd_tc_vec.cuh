@@ -55,6 +55,7 @@ static_assert(kThreadsTc == 2 * kTile, "the gate scan gives each key column two 
 template <typename T>
 using Tile = wt::SmemTile<T, kChunk, kTile>;  // [64 x 64]: q / k / re-based slabs, S slab, values, P
 using F32Tile = wt::SmemTile<float, kChunk, kTile>;
+static_assert(std::is_same_v<F32Tile, tc::F32Tile>, "the tc:: stage helpers address this stage layout");
 
 // sg[i * kLdg + d] = g_{t0, d0+d} + .. + g_{t0+i, d0+d}: the in-chunk cumulative gate of key column d0 + d;
 // rows i >= L and columns d >= cols add 0, so row kChunk - 1 holds G_L and padded columns stay 0. Each column
@@ -84,6 +85,25 @@ __device__ __forceinline__ void vector_gate_cumsum(float* __restrict__ sg, const
 // ---------------------------------------------------------------------------------------------------------
 // 1. chunk-start states
 
+// The stage (the state entering the chunk, or in the backward dS leaving it) goes out to dst, then each row d
+// decays by e^{G_L,d}: the same thread reads, stores and rescales an element, so no barrier is needed between
+// the two. Padded rows / columns hold 0. Returns the max |x| this thread stored.
+__device__ __forceinline__ float stage_out_and_decay(float* __restrict__ dst, float* __restrict__ stage,
+                                                     const float* __restrict__ sg, int V, int kcols, int vcols) {
+  constexpr int kLdf = F32Tile::kLd;
+  float m = 0.f;
+  for (int e = threadIdx.x; e < kTile * kTile; e += kThreadsTc) {
+    const int d = e / kTile, col = e % kTile;
+    const float x = stage[d * kLdf + col];
+    if (d < kcols && col < vcols) {
+      dst[int64_t(d) * V + col] = x;
+      m = fmaxf(m, fabsf(x));
+    }
+    stage[d * kLdf + col] = x * expf(sg[(kChunk - 1) * kLdg + d]);
+  }
+  return m;
+}
+
 template <typename T>
 struct StateSmem {  // byte offsets into the realigned dynamic buffer
   size_t k, k_lo, v, stage, gate, red, launch_bytes;
@@ -110,7 +130,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   static_assert(kTileK == tc::kTileK && kTileK == kTile,
                 "the workspace keeps one max |S| per 64 x 64 state tile, shared with the scalar-gate forward");
   using Fr = wt::Frag<T>;
-  constexpr int kLd = Tile<T>::kLd, kLdf = F32Tile::kLd;
+  constexpr int kLd = Tile<T>::kLd;
   extern __shared__ float smem_raw[];
   char* const base = wt::align_smem(smem_raw);
   const StateSmem<T> lay(kSplitKeys);
@@ -140,39 +160,17 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   tc::state_to_stage(stage, h0, V, kcols, vcols);
   __syncthreads();
   typename Fr::Acc acc[kTile / kFrag];  // value columns 16 cb .. of the warp's 16 key rows
-#pragma unroll
-  for (int cb = 0; cb < kTile / kFrag; ++cb) {
-    wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-  }
+  tc::stage_to_acc(acc, stage, warp);
 
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = seq.bos + c * kChunk;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     __syncthreads();  // the last chunk's products are done with sk, sv and the stage
-#pragma unroll
-    for (int cb = 0; cb < kTile / kFrag; ++cb) {
-      wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-    }
+    tc::acc_to_stage(stage, acc, warp);
     vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: the stage is complete too
 
-    // The state entering the chunk goes out, then each row decays by e^{G_L}: the same thread reads, stores
-    // and rescales an element, so no barrier is needed between the two. Padded rows / columns hold 0.
-    float* __restrict__ dst = states + ((slot0 + c) * H + h) * KV + tile_off;
-    float m = 0.f;
-    for (int e = threadIdx.x; e < kTileK * kTile; e += kThreadsTc) {
-      const int d = e / kTile, col = e % kTile;
-      const float x = stage[d * kLdf + col];
-      if (d < kcols && col < vcols) {
-        dst[int64_t(d) * V + col] = x;
-        m = fmaxf(m, fabsf(x));
-      }
-      stage[d * kLdf + col] = x * expf(sg[(kChunk - 1) * kLdg + d]);
-    }
-    if (kTrackMax) {
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
-      if (lane == 0) red[warp] = m;
-    }
+    const float m = stage_out_and_decay(states + ((slot0 + c) * H + h) * KV + tile_off, stage, sg, V, kcols, vcols);
+    tc::warp_max_to_red<kTrackMax>(m, red, warp, lane);
     cu::batched_copy<kThreadsTc, 8>(
         kChunk * kTileK,
         [&](int e) {
@@ -190,17 +188,10 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     wt::load_rows_padded<kThreadsTc>(sv, kLd, vh + t0 * p.v_tok_stride, p.v_tok_stride, L, vcols, kChunk, kTile);
     __syncthreads();
 
-    if (kTrackMax && threadIdx.x == 0) {
-      float mm = red[0];
-      for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-      tile_max[((slot0 + c) * H + h) * tiles + kt * ntv + vt] = mm;
-    }
+    tc::red_to_tile_max<kTrackMax>(tile_max + ((slot0 + c) * H + h) * tiles + kt * ntv + vt, red);
     if (active) {
       const int nrb = static_cast<int>(ceil_div(L, kFrag));  // rows past L are zero
-#pragma unroll
-      for (int cb = 0; cb < kTile / kFrag; ++cb) {
-        wmma::load_matrix_sync(acc[cb], stage + warp * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-      }
+      tc::stage_to_acc(acc, stage, warp);
       for (int jb = 0; jb < nrb; ++jb) {
         typename Fr::ACol a, a_lo;  // (decayed K)^T: a column-major view of the row-major key tile
         wmma::load_matrix_sync(a, sk + jb * kFrag * kLd + warp * kFrag, kLd);
@@ -220,10 +211,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 
   if (!kFinalSlot && p.ht == nullptr) return;  // uniform over the block
   __syncthreads();  // the stage was last read before the final chunk's products
-#pragma unroll
-  for (int cb = 0; cb < kTile / kFrag; ++cb) {
-    wmma::store_matrix_sync(stage + warp * kFrag * kLdf + cb * kFrag, acc[cb], kLdf, wmma::mem_row_major);
-  }
+  tc::acc_to_stage(stage, acc, warp);
   __syncthreads();
   if (kFinalSlot) tc::stage_to_state(states + ((slot0 + nchunks) * H + h) * KV + tile_off, stage, V, kcols, vcols);
   if (p.ht != nullptr) tc::stage_to_state(static_cast<float*>(p.ht) + nh * KV + tile_off, stage, V, kcols, vcols);
@@ -261,6 +249,102 @@ __device__ __forceinline__ void off_block(int blk, int& ib, int& jb) {
     ++ib;
   }
   jb = blk;
+}
+
+// The per-key-gate scores A_ij = sum_d q_id k_jd e^{G_id - G_jd} of one 64-column key slab, shared by the forward
+// output and the backward's dv / dq-dk kernels (gla_bwd_tc_vec.cuh), which must form exactly the same A.
+
+// Keys re-based onto the first row p = 16 ib of each off-diagonal query block ib, packed per block from row
+// kg_offset(ib): k_j e^{G_p - G_j} for j < p, so the exponent is <= 0. sk, sg: a whole slab; padded keys are 0.
+template <typename T>
+__device__ __forceinline__ void rebase_keys(T* __restrict__ skt, const T* __restrict__ sk,
+                                            const float* __restrict__ sg) {
+  constexpr int kLd = Tile<T>::kLd;
+  static_assert(kRowBlocks == 4, "the packed rows of query blocks 1, 2, 3 start at 0, 16 and 48");
+  for (int e = threadIdx.x; e < kRebasedKeyRows * kTile; e += kThreadsTc) {
+    const int r = e / kTile, d = e % kTile;
+    const int ib = r < kFrag ? 1 : (r < 3 * kFrag ? 2 : 3);
+    const int j = r - kg_offset(ib), pr = ib * kFrag;  // j < pr: G_p - G_j <= 0
+    skt[r * kLd + d] = from_float<T>(to_float(sk[j * kLd + d]) * expf(sg[pr * kLdg + d] - sg[j * kLdg + d]));
+  }
+}
+
+// Diagonal blocks in fp32 SIMT with the exact e^{G_i - G_j}, j <= i (no re-base inside a block keeps every
+// exponent <= 0). Entry t + 128 m is block m / 2, local row / column from t + 128 (m % 2).
+template <typename T>
+__device__ __forceinline__ void add_diag_scores(float (&diag)[kDiagPerThread], const T* __restrict__ sq,
+                                                const T* __restrict__ sk, const float* __restrict__ sg,
+                                                int kcols) {
+  constexpr int kLd = Tile<T>::kLd;
+  for (int d = 0; d < kcols; ++d) {
+#pragma unroll
+    for (int m = 0; m < kDiagPerThread; ++m) {
+      const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
+      const int i = b0 + local / kFrag, j = b0 + local % kFrag;
+      if (j <= i) {
+        diag[m] += to_float(sq[i * kLd + d]) * to_float(sk[j * kLd + d]) *
+                   expf(sg[i * kLdg + d] - sg[j * kLdg + d]);
+      }
+    }
+  }
+}
+
+// Off-diagonal blocks on tensor cores: warp w accumulates blocks w and w + kWarps (re-based q times re-based k^T).
+template <typename T>
+__device__ __forceinline__ void add_off_diag_scores(typename wt::Frag<T>::Acc (&acc)[2], const T* __restrict__ sqt,
+                                                    const T* __restrict__ skt, int warp, int nrb, int nks) {
+  using Fr = wt::Frag<T>;
+  constexpr int kLd = Tile<T>::kLd;
+#pragma unroll
+  for (int b = 0; b < 2; ++b) {
+    const int blk = warp + b * kWarps;
+    if (blk < kOffBlocks) {
+      int ib = 0, jb = 0;
+      off_block(blk, ib, jb);
+      if (ib < nrb) {
+        for (int ks = 0; ks < nks; ++ks) {
+          typename Fr::ARow a;
+          typename Fr::BCol bk;  // re-based K^T: a column-major view of the row-major key tile
+          wmma::load_matrix_sync(a, sqt + ib * kFrag * kLd + ks * kFrag, kLd);
+          wmma::load_matrix_sync(bk, skt + (kg_offset(ib) + jb * kFrag) * kLd + ks * kFrag, kLd);
+          wmma::mma_sync(acc[b], a, bk, acc[b]);
+        }
+      }
+    }
+  }
+}
+
+// The accumulated scores into the fp32 tile sf, blocks on and below the diagonal of the first nrb row blocks
+// (named apart from the SIMT kernels' store_scores in gla_common.cuh, which this namespace would hide).
+template <typename T>
+__device__ __forceinline__ void store_vec_scores(float* __restrict__ sf, typename wt::Frag<T>::Acc (&acc)[2],
+                                                 const float (&diag)[kDiagPerThread], int warp, int nrb) {
+  constexpr int kLdf = F32Tile::kLd;
+#pragma unroll
+  for (int b = 0; b < 2; ++b) {
+    const int blk = warp + b * kWarps;
+    if (blk < kOffBlocks) {
+      int ib = 0, jb = 0;
+      off_block(blk, ib, jb);
+      if (ib < nrb) wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc[b], kLdf, wmma::mem_row_major);
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kDiagPerThread; ++m) {
+    const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
+    sf[(b0 + local / kFrag) * kLdf + b0 + local % kFrag] = diag[m];
+  }
+}
+
+// P = scale A for j <= i < L, else 0: the mask comes first, so unwritten score blocks (above the diagonal or
+// past L) are never read.
+template <typename T>
+__device__ __forceinline__ void mask_scores(T* __restrict__ sp, const float* __restrict__ sf, int L, float scale) {
+  constexpr int kLd = Tile<T>::kLd, kLdf = F32Tile::kLd;
+  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
+    const int i = e / kChunk, j = e % kChunk;
+    sp[i * kLd + j] = from_float<T>((i < L && j <= i) ? scale * sf[i * kLdf + j] : 0.f);
+  }
 }
 
 template <typename T, int kSlabK, bool kRangeScale>
@@ -301,13 +385,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
   const int warp = threadIdx.x / 32;
   const float scale = static_cast<float>(p.scale);
 
-  const int64_t ntk = ceil_div(K, tc::kTileK), ntv = ceil_div(V, kTile);
-  float range_down = 1.f, range_up = 1.f;  // exact powers of two, one per V tile: Q S_c sums over all K
-  if constexpr (kRangeScale) {
-    const int e = tc::fp16_range_exponent(tile_max + (slot * H + h) * ntk * ntv, ntk, ntv, vt);
-    range_down = ldexpf(1.f, -e);
-    range_up = ldexpf(1.f, e);
-  }
+  const tc::RangeFactors range = tc::v_tile_range_factors<kRangeScale>(tile_max, slot, H, h, K, V, vt);
   const T* __restrict__ qh = static_cast<const T*>(p.q) + h * p.q_head_stride + t0 * p.q_tok_stride;
   const T* __restrict__ kh = static_cast<const T*>(p.k) + h * p.k_head_stride + t0 * p.k_tok_stride;
   const float* __restrict__ S = states + (slot * H + h) * int64_t(K) * V + v0;
@@ -328,6 +406,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
     __syncthreads();  // the previous slab's products are done with every slab tile
     wt::load_rows_padded<kThreadsTc>(sq, kLd, qh + d0, p.q_tok_stride, L, kcols, kChunk, kSlabK);
     wt::load_rows_padded<kThreadsTc>(sk, kLd, kh + d0, p.k_tok_stride, L, kcols, kChunk, kSlabK);
+    // Inline rather than tc::state_slab_to_tile: moving d0 from the row index into the pointer changes this
+    // kernel's register allocation.
     cu::batched_copy<kThreadsTc, 8>(
         kSlabK * kTile,
         [&](int e) {
@@ -335,7 +415,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
           return (d < kcols && col < vcols) ? S[int64_t(d0 + d) * V + col] : 0.f;
         },
         [&](int e, float x) {
-          if constexpr (kRangeScale) x *= range_down;
+          if constexpr (kRangeScale) x *= range.down;
           ss[(e / kTile) * kLd + e % kTile] = from_float<T>(x);
         });
     vector_gate_cumsum(sg, p, t0, h, d0, L, kcols);  // ends synchronised: sq, sk, ss complete too
@@ -347,43 +427,11 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
       sqh[i * kLd + d] = from_float<T>(x * expf(gi));
       sqt[i * kLd + d] = from_float<T>(x * expf(gi - sg[pr * kLdg + d]));
     }
-    for (int e = threadIdx.x; e < kRebasedKeyRows * kSlabK; e += kThreadsTc) {
-      const int r = e / kSlabK, d = e % kSlabK;
-      const int ib = r < kFrag ? 1 : (r < 3 * kFrag ? 2 : 3);
-      const int j = r - kg_offset(ib), pr = ib * kFrag;  // j < pr: G_p - G_j <= 0
-      skt[r * kLd + d] = from_float<T>(to_float(sk[j * kLd + d]) * expf(sg[pr * kLdg + d] - sg[j * kLdg + d]));
-    }
-    // Diagonal blocks: entry t + 128 m is block m / 2, local row / column from (t + 128 (m % 2)).
-    for (int d = 0; d < kcols; ++d) {
-#pragma unroll
-      for (int m = 0; m < kDiagPerThread; ++m) {
-        const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
-        const int i = b0 + local / kFrag, j = b0 + local % kFrag;
-        if (j <= i) {
-          diag[m] += to_float(sq[i * kLd + d]) * to_float(sk[j * kLd + d]) *
-                     expf(sg[i * kLdg + d] - sg[j * kLdg + d]);
-        }
-      }
-    }
+    rebase_keys(skt, sk, sg);
+    add_diag_scores(diag, sq, sk, sg, kcols);
     __syncthreads();
 
-#pragma unroll
-    for (int b = 0; b < 2; ++b) {
-      const int blk = warp + b * kWarps;
-      if (blk < kOffBlocks) {
-        int ib = 0, jb = 0;
-        off_block(blk, ib, jb);
-        if (ib < nrb) {
-          for (int ks = 0; ks < nks; ++ks) {
-            typename Fr::ARow a;
-            typename Fr::BCol bk;  // re-based K^T: a column-major view of the row-major key tile
-            wmma::load_matrix_sync(a, sqt + ib * kFrag * kLd + ks * kFrag, kLd);
-            wmma::load_matrix_sync(bk, skt + (kg_offset(ib) + jb * kFrag) * kLd + ks * kFrag, kLd);
-            wmma::mma_sync(acc_s[b], a, bk, acc_s[b]);
-          }
-        }
-      }
-    }
+    add_off_diag_scores<T>(acc_s, sqt, skt, warp, nrb, nks);
     if (warp < nvb) {
       for (int ks = 0; ks < nks; ++ks) {
         typename Fr::BRow bs;
@@ -403,27 +451,9 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 
   const T* __restrict__ vh = static_cast<const T*>(p.v) + h * p.v_head_stride + t0 * p.v_tok_stride + v0;
   wt::load_rows_padded<kThreadsTc>(sv, kLd, vh, p.v_tok_stride, L, vcols, kChunk, kTile);
-#pragma unroll
-  for (int b = 0; b < 2; ++b) {
-    const int blk = warp + b * kWarps;
-    if (blk < kOffBlocks) {
-      int ib = 0, jb = 0;
-      off_block(blk, ib, jb);
-      if (ib < nrb) wmma::store_matrix_sync(sf + ib * kFrag * kLdf + jb * kFrag, acc_s[b], kLdf, wmma::mem_row_major);
-    }
-  }
-#pragma unroll
-  for (int m = 0; m < kDiagPerThread; ++m) {
-    const int local = threadIdx.x + kThreadsTc * (m % 2), b0 = (m / 2) * kFrag;
-    sf[(b0 + local / kFrag) * kLdf + b0 + local % kFrag] = diag[m];
-  }
+  store_vec_scores<T>(sf, acc_s, diag, warp, nrb);
   __syncthreads();
-
-  // P = scale A for j <= i < L, else 0 (unwritten score blocks lie above the diagonal or past L: never read).
-  for (int e = threadIdx.x; e < kChunk * kChunk; e += kThreadsTc) {
-    const int i = e / kChunk, j = e % kChunk;
-    sp[i * kLd + j] = from_float<T>((i < L && j <= i) ? scale * sf[i * kLdf + j] : 0.f);
-  }
+  mask_scores(sp, sf, L, scale);
   __syncthreads();
 
   if (warp < nvb) {
@@ -432,7 +462,7 @@ __global__ void __launch_bounds__(kThreadsTc, 1)
 #pragma unroll
     for (int r = 0; r < kRowBlocks; ++r) {
       if (r < nrb) {
-        wt::scale_fragment(acc_o[r], scale * range_up);  // uniform: legal on any fragment layout
+        wt::scale_fragment(acc_o[r], scale * range.up);  // uniform: legal on any fragment layout
         for (int jb = 0; jb <= r; ++jb) {
           typename Fr::ARow a;
           typename Fr::BRow b;
