@@ -68,3 +68,41 @@ def probes(t, name):
     """Four projections of t onto fixed deterministic tensors: a compact, version-independent fingerprint."""
     seed = 1000 + sum(ord(c) for c in name)
     return [float((t.double() * det(*t.shape, seed=seed + j)).sum()) for j in range(4)]
+
+
+# Layers and models: (name, fla class path, linattn class path, constructor keywords, train mode, T). T <= 64 in
+# eval mode puts the delta-rule layers on fla's recurrent kernels (its chunked delta kernels do not run on the
+# Triton interpreter); the GLA layers run fla's chunked kernels.
+LAYER_CASES = [
+    ("gla_layer", "fla.layers.GatedLinearAttention", "linattn.fla.layers.GatedLinearAttention",
+     dict(hidden_size=32, num_heads=2), True, 67),
+    ("gla_layer_gqa_conv_relu", "fla.layers.GatedLinearAttention", "linattn.fla.layers.GatedLinearAttention",
+     dict(hidden_size=32, num_heads=4, num_kv_heads=2, use_short_conv=True, feature_map="relu", fuse_norm=False),
+     True, 67),
+    ("simple_gla_layer", "fla.layers.simple_gla.SimpleGatedLinearAttention",
+     "linattn.fla.layers.SimpleGatedLinearAttention", dict(hidden_size=32, num_heads=2), True, 67),
+    ("delta_net_layer", "fla.layers.DeltaNet", "linattn.fla.layers.DeltaNet",
+     dict(hidden_size=32, num_heads=2, use_gate=True), False, 45),
+    ("gated_deltanet_layer_gva", "fla.layers.GatedDeltaNet", "linattn.fla.layers.GatedDeltaNet",
+     dict(hidden_size=32, num_heads=2, head_dim=8, num_v_heads=4), False, 45),
+]
+
+
+def fill_parameters(module):
+    """Deterministic parameters by name (norm weights around 1), the same in fla's and linattn's modules."""
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            seed = 2000 + sum((i + 1) * ord(c) for i, c in enumerate(name)) % 100000
+            value = det(*p.shape, seed=seed)
+            if p.dim() == 1 and "norm" in name:
+                value = 1.0 + 0.2 * value
+            elif p.dim() == 1:
+                value = 0.2 * value
+            else:
+                value = 0.3 * value
+            p.copy_(value.to(p.dtype))
+
+
+def import_path(path):
+    module, _, name = path.rpartition(".")
+    return getattr(__import__(module, fromlist=[name]), name)

@@ -15,7 +15,8 @@ import triton.runtime.autotuner as at  # noqa: E402
 
 at.Autotuner._bench = lambda self, *a, config, **k: [1.0, 1.0, 1.0]  # the interpreter cannot time kernels
 import fla  # noqa: E402
-from fla_parity_inputs import cases, probes, weights  # noqa: E402
+from fla_parity_inputs import (LAYER_CASES, cases, det, fill_parameters, import_path, probes,  # noqa: E402
+                               weights)
 out = {"fla_version": fla.__version__, "cases": {}}
 for name, module, fn_name, tensors, kw in cases():
     fn = getattr(importlib.import_module(f"fla.ops.{module}"), fn_name)
@@ -36,4 +37,20 @@ for name, module, fn_name, tensors, kw in cases():
         rec["no_backward_in_fla"] = True
     out["cases"][name] = rec
     print(name, "recorded", sorted(k for k in rec if not k.startswith("norm")))
+for name, fla_path, _, kw, train, T in LAYER_CASES:
+    layer = import_path(fla_path)(**kw).train(train)
+    fill_parameters(layer)
+    x = det(2, T, kw["hidden_size"], seed=3000).float().requires_grad_()
+    o = layer(x)[0]
+    rec = {"o": probes(o.detach(), "o"), "norm_o": float(o.detach().double().norm())}
+    try:
+        (o * weights(o, 0).float()).sum().backward()
+    except NotImplementedError:  # fla's recurrent gated delta rule has no backward
+        rec["no_backward_in_fla"] = True
+    else:
+        rec["dx"], rec["norm_dx"] = probes(x.grad, "dx"), float(x.grad.double().norm())
+        for n, p in layer.named_parameters():
+            rec["d" + n], rec["norm_d" + n] = probes(p.grad, "d" + n), float(p.grad.double().norm())
+    out["cases"][name] = rec
+    print(name, "recorded", len(rec) // 2, "tensors")
 (HERE / "fla_0.5.2_op_fingerprints.json").write_text(json.dumps(out, indent=1))
