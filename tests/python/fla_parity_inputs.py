@@ -85,7 +85,13 @@ LAYER_CASES = [
      dict(hidden_size=32, num_heads=2, use_gate=True), False, 45),
     ("gated_deltanet_layer_gva", "fla.layers.GatedDeltaNet", "linattn.fla.layers.GatedDeltaNet",
      dict(hidden_size=32, num_heads=2, head_dim=8, num_v_heads=4), False, 45),
+    ("mom_layer", "fla.layers.MomAttention", "linattn.fla.layers.MomAttention",
+     dict(hidden_size=32, head_dim=8, num_heads=2, num_memories=3, topk=2), False, 45),
 ]
+# fla 0.5.2's MomAttention orders each memory's tokens with a non-stable argsort (fla/layers/mom.py, transform), so
+# its recurrence may see them out of time order (it does on the CPU); the recording makes that sort stable for the
+# MoM cases, which is the token order the layer means (and linattn's).
+STABLE_SORT_CASES = ("mom_layer", "mom_model")
 
 
 def fill_parameters(module):
@@ -106,3 +112,20 @@ def fill_parameters(module):
 def import_path(path):
     module, _, name = path.rpartition(".")
     return getattr(__import__(module, fromlist=[name]), name)
+
+
+# Causal LMs: (name, config class name, constructor keywords, train mode, T), built from fla.models /
+# linattn.fla.models with the config below. fla's fused norm / SwiGLU / cross-entropy kernels assert CUDA tensors, so
+# the recording runs with them off (they select kernels for the same functions).
+MODEL_COMMON = dict(hidden_size=32, num_hidden_layers=2, vocab_size=61, fuse_norm=False, fuse_swiglu=False,
+                    fuse_cross_entropy=False)
+MODEL_CASES = [
+    ("gla_model", "GLA", dict(num_heads=2), True, 67),
+    ("delta_net_model", "DeltaNet", dict(num_heads=2), False, 45),
+    ("gated_deltanet_model", "GatedDeltaNet", dict(num_heads=2, head_dim=8), False, 45),
+    ("mom_model", "Mom", dict(num_heads=2, head_dim=8, num_memories=3, topk=2), False, 45),
+]
+
+
+def token_ids(T):
+    return ((det(2, T, seed=4000) + 1) * 30).long().clamp(0, 60)

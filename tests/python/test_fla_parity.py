@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fla_parity_inputs import LAYER_CASES, cases, det, fill_parameters, import_path, probes, weights
+from fla_parity_inputs import (LAYER_CASES, MODEL_CASES, MODEL_COMMON, cases, det, fill_parameters, import_path,
+                               probes, token_ids, weights)
 
 RECORD = json.loads((Path(__file__).parent / "data" / "fla_0.5.2_op_fingerprints.json").read_text())
 CASES = {c[0]: c for c in cases()}
@@ -45,7 +46,7 @@ def test_linattn_matches_fla_052(name):
 def _compare(name, record, got, tol=TOL):
     checked = 0
     for key, want in record.items():
-        if key.startswith("norm") or key == "no_backward_in_fla":
+        if key.startswith("norm") or key in ("no_backward_in_fla", "loss", "aux_loss"):
             continue
         t = got[key]
         assert t is not None, f"{name}: linattn gives no {key}"
@@ -71,3 +72,26 @@ def test_layers_match_fla_052(case):
     got = {"o": o.detach(), "dx": x.grad}
     got.update({"d" + n: p.grad for n, p in layer.named_parameters()})
     _compare(name, RECORD["cases"][name], got, LAYER_TOL)
+
+
+@pytest.mark.parametrize("case", MODEL_CASES, ids=[c[0] for c in MODEL_CASES])
+def test_models_match_fla_052(case):
+    """fla's causal LM and linattn.fla.models' on the same parameters and tokens: logits, loss (MoM: aux loss too)
+    and every parameter gradient (output only where fla's recurrent gated delta rule has no backward)."""
+    pytest.importorskip("transformers")
+    import linattn.fla.models  # noqa: F401  (the classes)
+    name, prefix, kw, train, T = case
+    config = import_path(f"linattn.fla.models.{prefix}Config")(**MODEL_COMMON, **kw)
+    model = import_path(f"linattn.fla.models.{prefix}ForCausalLM")(config).double().train(train)
+    fill_parameters(model)
+    ids = token_ids(T)
+    res = model(ids, labels=ids)
+    record = RECORD["cases"][name]
+    assert res.loss.item() == pytest.approx(record["loss"], rel=LAYER_TOL)
+    if "aux_loss" in record:
+        assert res.aux_loss.item() == pytest.approx(record["aux_loss"], rel=LAYER_TOL)
+    got = {"logits": res.logits.detach()}
+    if not record.get("no_backward_in_fla"):
+        res.loss.backward()
+        got.update({"d" + n: p.grad for n, p in model.named_parameters()})
+    _compare(name, record, got, LAYER_TOL)
