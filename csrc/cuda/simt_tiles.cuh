@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "csrc/cuda/batched_copy.cuh"
 #include "csrc/cuda/tile_shape.h"
@@ -194,6 +195,27 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
   if (lane == 0) out[row] = coef * s / (div != nullptr ? div[row] : 1.f);
+}
+
+// Host: launch(std::integral_constant<int, kP>{}) with kP = width_bucket(dim), the padded width the SIMT
+// kernels are instantiated at. The one switch from a runtime width to that template argument, so every
+// family instantiates the same four widths.
+template <typename Launch>
+inline void dispatch_width(int64_t dim, Launch&& launch) {
+  switch (width_bucket(dim)) {
+    case 32:
+      launch(std::integral_constant<int, 32>{});
+      break;
+    case 64:
+      launch(std::integral_constant<int, 64>{});
+      break;
+    case 128:
+      launch(std::integral_constant<int, 128>{});
+      break;
+    default:
+      launch(std::integral_constant<int, 256>{});
+      break;
+  }
 }
 
 }  // namespace linattn::cuda_utils::simt

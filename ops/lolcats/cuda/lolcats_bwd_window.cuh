@@ -261,20 +261,9 @@ template <DType D>
 void backward_window(const Params& p, const BwdWorkspace& ws, cudaStream_t stream) {
   using T = typename StorageOf<D>::type;
   if (p.batch * p.seqlen * p.heads == 0) return;
-  switch (tile_width(p)) {
-    case 32:
-      launch_bwd_window<T, 32>(p, ws, stream);
-      break;
-    case 64:
-      launch_bwd_window<T, 64>(p, ws, stream);
-      break;
-    case 128:
-      launch_bwd_window<T, 128>(p, ws, stream);
-      break;
-    default:
-      launch_bwd_window<T, 256>(p, ws, stream);
-      break;
-  }
+  // tile_width is already a bucket; dispatch_width buckets it again, which changes nothing.
+  simt::dispatch_width(tile_width(p),
+                       [&](auto width) { launch_bwd_window<T, decltype(width)::value>(p, ws, stream); });
 }
 
 }  // namespace linattn::lolcats::gpu

@@ -216,20 +216,8 @@ void backward(const Params& p, float* delta_ws, cudaStream_t stream) {
       static_cast<const T*>(p.do_), static_cast<const T*>(p.o), nullptr, static_cast<float>(p.do_scale), rows,
       static_cast<int>(p.dim_v), delta_ws);
   LINATTN_CHECK_LAUNCH();
-  switch (simt::width_bucket(p.dim_k > p.dim_v ? p.dim_k : p.dim_v)) {
-    case 32:
-      launch_bwd<T, 32>(p, delta_ws, stream);
-      break;
-    case 64:
-      launch_bwd<T, 64>(p, delta_ws, stream);
-      break;
-    case 128:
-      launch_bwd<T, 128>(p, delta_ws, stream);
-      break;
-    default:
-      launch_bwd<T, 256>(p, delta_ws, stream);
-      break;
-  }
+  simt::dispatch_width(p.dim_k > p.dim_v ? p.dim_k : p.dim_v,
+                       [&](auto width) { launch_bwd<T, decltype(width)::value>(p, delta_ws, stream); });
 }
 
 }  // namespace linattn::swa::gpu
