@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "csrc/cuda/batched_copy.cuh"
 #include "csrc/cuda/tile_shape.h"
@@ -177,6 +178,34 @@ __device__ __forceinline__ void store_rows(T* __restrict__ dst, int64_t tok_stri
   }
 }
 
+// The key side of a windowed attention backward (sliding-window dk / dv, LoLCATs' window dk / dv), one
+// (key tile, query tile) step in two halves around the caller's own weight formula. First the transposed
+// scores s = K Q^T and dp = V dO^T (rows are keys, columns queries), after the caller's barrier.
+template <int RM, int CN>
+__device__ __forceinline__ void key_tile_scores(float (&s)[RM][CN], float (&dp)[RM][CN], const float* __restrict__ sk,
+                                                const float* __restrict__ sq, int dim_k, const float* __restrict__ sv,
+                                                const float* __restrict__ sdo, int dim_v, int ld) {
+  zero(s);
+  zero(dp);
+  tile_dot(s, sk, sq, ld, dim_k);
+  tile_dot(dp, sv, sdo, ld, dim_v);
+}
+
+// Then, with s turned into the weight tile and dp into the score gradient: dv += s dO, dk += dp Q over the qr
+// queries, through the [rows x ldp] scratch tiles sp and sds. Ends synchronised: the query tiles may be reloaded.
+template <int RM, int CN, int NC>
+__device__ __forceinline__ void key_tile_accumulate(float (&dk)[RM][NC], float (&dv)[RM][NC], const float (&s)[RM][CN],
+                                                    const float (&dp)[RM][CN], float* __restrict__ sp,
+                                                    float* __restrict__ sds, int ldp, const float* __restrict__ sq,
+                                                    const float* __restrict__ sdo, int ld, int qr) {
+  store_block(sp, ldp, s);
+  store_block(sds, ldp, dp);
+  __syncthreads();
+  tile_pv(dv, sp, ldp, sdo, ld, qr);
+  tile_pv(dk, sds, ldp, sq, ld, qr);
+  __syncthreads();
+}
+
 // out[row] = coef * sum_c a[row, c] b[row, c] / (div ? div[row] : 1) for rows of `cols` contiguous elements
 // (token-major [B*T, H, cols] tensors read as B*T*H rows): do . o for the attention backward. One warp per
 // row, fp32 accumulation. A template so that headers included by several translation units link.
@@ -194,6 +223,27 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
   for (int off = 16; off > 0; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
   if (lane == 0) out[row] = coef * s / (div != nullptr ? div[row] : 1.f);
+}
+
+// Host: launch(std::integral_constant<int, kP>{}) with kP = width_bucket(dim), the padded width the SIMT
+// kernels are instantiated at. The one switch from a runtime width to that template argument, so every
+// family instantiates the same four widths.
+template <typename Launch>
+inline void dispatch_width(int64_t dim, Launch&& launch) {
+  switch (width_bucket(dim)) {
+    case 32:
+      launch(std::integral_constant<int, 32>{});
+      break;
+    case 64:
+      launch(std::integral_constant<int, 64>{});
+      break;
+    case 128:
+      launch(std::integral_constant<int, 128>{});
+      break;
+    default:
+      launch(std::integral_constant<int, 256>{});
+      break;
+  }
 }
 
 }  // namespace linattn::cuda_utils::simt

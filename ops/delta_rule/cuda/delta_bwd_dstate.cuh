@@ -63,12 +63,7 @@ __global__ void __launch_bounds__(kThreads) chunk_bwd_dstate_kernel(const BwdPar
   const int64_t KV = int64_t(K) * V;
   const int64_t q_tok = H * K, v_tok = HV * V;
 
-  const float* __restrict__ dht = static_cast<const float*>(p.dht);
-  for (int e = tid; e < k_tiles * kBK * kBV; e += kThreads) {
-    const int d = e / kBV, c = e % kBV;
-    sdS[e] = (dht != nullptr && d < K && c < vcols) ? dht[nh * KV + int64_t(d) * V + v0 + c] : 0.f;
-  }
-  __syncthreads();
+  load_state_smem(sdS, static_cast<const float*>(p.dht), nh, KV, K, V, v0, vcols, k_tiles * kBK * kBV);
 
   const int64_t nchunks = ceil_div(seq.len, kChunk);
   const int64_t base = slot_base(seq.bos, n);

@@ -71,33 +71,6 @@ struct DStateSmemTc {  // byte offsets into the realigned dynamic buffer, for K 
   }
 };
 
-// fp16: the exponent e such that the CTA-wide max |x| times 2^-e is below 2^14, from the per-warp maxima in
-// red[0 .. kWarps - 1] (block_range_max). Read again where it is used (a few shared loads) rather than kept
-// live across the tile loads and products, where registers are scarcest (K = 256 runs near the 255 cap).
-__device__ __forceinline__ int red_range_exponent(const float* __restrict__ red) {
-  float mm = red[0];
-  for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-  return fp16_range_exponent(mm);
-}
-
-// red[w] = max of warp w's partial maxima m. All threads; one barrier inside, after which red_range_exponent
-// reads the CTA-wide exponent until red is written again.
-__device__ __forceinline__ void block_range_max(float m, float* __restrict__ red) {
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(kFullMask, m, off));
-  if (lane == 0) red[warp] = m;
-  __syncthreads();
-}
-
-// hi[at] = round(x); kSplit: lo[at] = round(x - hi), so hi + lo carries x to about twice the dtype's bits.
-template <typename T, bool kSplit>
-__device__ __forceinline__ void store_rounded(T* __restrict__ hi, T* __restrict__ lo, int at, float x) {
-  const T h = from_float<T>(x);
-  hi[at] = h;
-  if constexpr (kSplit) lo[at] = from_float<T>(x - to_float(h));
-}
-
 // kRangeScale (fp16) and kSplit (bf16): see the precision notes at the top.
 template <typename T, int kBlocksPerWarp, bool kRangeScale, bool kSplit>
 __global__ void __launch_bounds__(kThreadsTc, 1) tc_dstate_kernel(const BwdParams p, const TcFwdWorkspace ws,
@@ -145,47 +118,15 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_dstate_kernel(const BwdParam
   const T* __restrict__ doh = static_cast<const T*>(p.do_) + hv * V + v0;
   float* __restrict__ frow = sf + warp * kFrag * kLdf;  // the fp32 rows 16 w .. of dU / dR belong to warp w
 
-  // dS <- dht (or 0) through the stage; rows >= K and columns >= V stay 0 forever (their operands are 0).
-  const float* __restrict__ dht = static_cast<const float*>(p.dht);
-  for (int e = threadIdx.x; e < kp * kTileV; e += kThreadsTc) {
-    const int d = e / kTileV, col = e % kTileV;
-    stage[d * kLdf + col] = (dht != nullptr && d < K && col < vcols) ? dht[nh * KV + int64_t(d) * V + v0 + col] : 0.f;
-  }
-  __syncthreads();
-  typename Fr::Acc acc[kBlocksPerWarp][kColBlocksV];
-#pragma unroll
-  for (int r = 0; r < kBlocksPerWarp; ++r) {
-    const int rb = state_row_block(warp, r);
-#pragma unroll
-    for (int cb = 0; cb < kColBlocksV; ++cb) {
-      if (rb < nks) {
-        wmma::load_matrix_sync(acc[r][cb], stage + rb * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-      } else {
-        wmma::fill_fragment(acc[r][cb], 0.f);
-      }
-    }
-  }
+  typename Fr::Acc acc[kBlocksPerWarp][kColBlocksV];  // dS <- dht (or 0)
+  load_state(acc, stage, static_cast<const float*>(p.dht), nh, KV, K, V, v0, vcols, kp, nks, warp);
 
   for (int64_t c = nchunks - 1; c >= 0; --c) {
     const int64_t t0 = seq.bos + c * kChunk, wsl = (slot0 + c) * HV + hv;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     const int nrb = static_cast<int>(ceil_div(L, kFrag));
     __syncthreads();  // the last chunk's products are done with K (the stage's region), dR and the gates
-    // fp16: max |dS| straight from the accumulators (a max over all elements does not depend on the layout).
-    float mx = 0.f;
-#pragma unroll
-    for (int r = 0; r < kBlocksPerWarp; ++r) {
-      const int rb = state_row_block(warp, r);
-#pragma unroll
-      for (int cb = 0; cb < kColBlocksV; ++cb) {
-        if (rb < nks) {
-          wmma::store_matrix_sync(stage + rb * kFrag * kLdf + cb * kFrag, acc[r][cb], kLdf, wmma::mem_row_major);
-          if constexpr (kRangeScale) {
-            for (int x = 0; x < acc[r][cb].num_elements; ++x) mx = fmaxf(mx, fabsf(acc[r][cb].x[x]));
-          }
-        }
-      }
-    }
+    const float mx = stage_state<kRangeScale>(acc, stage, nks, warp);  // fp16: max |dS| from the accumulators
     if (warp == 0) chunk_gates(sb, sbeta, p, t0, hv, L);
     float* __restrict__ red_ds = red;  // the fp16 maxima of dS, dU and dR (one group of kWarps slots each)
     float* __restrict__ red_du = red + kWarps;
@@ -224,26 +165,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_dstate_kernel(const BwdParam
     float mu = 0.f;
     if (rb < nrb) {
       typename Fr::Acc du[kColBlocksV];
-#pragma unroll
-      for (int cb = 0; cb < kColBlocksV; ++cb) wmma::fill_fragment(du[cb], 0.f);
-      for (int ks = 0; ks < nks; ++ks) {
-        typename Fr::ARow a;
-        wmma::load_matrix_sync(a, sk + rb * kFrag * ldk + ks * kFrag, ldk);
-#pragma unroll
-        for (int cb = 0; cb < kColBlocksV; ++cb) {
-          typename Fr::BRow b;
-          wmma::load_matrix_sync(b, sds + ks * kFrag * kLdS + cb * kFrag, kLdS);
-          wmma::mma_sync(du[cb], a, b, du[cb]);
-          if constexpr (kSplit) {
-            wmma::load_matrix_sync(b, sds_lo + ks * kFrag * kLdS + cb * kFrag, kLdS);
-            wmma::mma_sync(du[cb], a, b, du[cb]);
-          }
-        }
-      }
-#pragma unroll
-      for (int cb = 0; cb < kColBlocksV; ++cb) {
-        wmma::store_matrix_sync(frow + cb * kFrag, du[cb], kLdf, wmma::mem_row_major);
-      }
+      mma_rows<kSplit>(du, sk, ldk, rb, nks, sds, sds_lo);
+      store_rows(frow, du);
       __syncwarp();
       const float up = kRangeScale ? ldexpf(1.f, red_range_exponent(red_ds)) : 1.f, bl = sb[kChunk - 1];
       for (int e = lane; e < kFrag * kTileV; e += 32) {
@@ -287,24 +210,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_dstate_kernel(const BwdParam
       typename Fr::Acc dr[kColBlocksV];
 #pragma unroll
       for (int cb = 0; cb < kColBlocksV; ++cb) wmma::fill_fragment(dr[cb], 0.f);
-      for (int jb = rb; jb < nrb; ++jb) {
-        typename Fr::ACol a;  // T^T: a column-major view of the row-major T
-        wmma::load_matrix_sync(a, st + jb * kFrag * kLdc + rb * kFrag, kLdc);
-#pragma unroll
-        for (int cb = 0; cb < kColBlocksV; ++cb) {
-          typename Fr::BRow b;
-          wmma::load_matrix_sync(b, sdu + jb * kFrag * kLdS + cb * kFrag, kLdS);
-          wmma::mma_sync(dr[cb], a, b, dr[cb]);
-          if constexpr (kSplit) {
-            wmma::load_matrix_sync(b, sdu_lo + jb * kFrag * kLdS + cb * kFrag, kLdS);
-            wmma::mma_sync(dr[cb], a, b, dr[cb]);
-          }
-        }
-      }
-#pragma unroll
-      for (int cb = 0; cb < kColBlocksV; ++cb) {
-        wmma::store_matrix_sync(frow + cb * kFrag, dr[cb], kLdf, wmma::mem_row_major);
-      }
+      mma_t_rows<kSplit>(dr, st, kLdc, rb, rb, nrb, sdu, sdu_lo);  // T^T: T read column-major
+      store_rows(frow, dr);
       __syncwarp();
       const float up = kRangeScale ? ldexpf(1.f, red_range_exponent(red_du)) : 1.f;
       float* __restrict__ dr_out = bws.dr + t0 * v_tok + hv * V + v0;
@@ -344,61 +251,19 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_dstate_kernel(const BwdParam
                                       : expf(sb[kChunk - 1]);
 #pragma unroll
         for (int cb = 0; cb < kColBlocksV; ++cb) wt::scale_fragment(acc[r][cb], pre);
-        for (int ib = 0; ib < nrb; ++ib) {
-          typename Fr::ACol a;  // K^T: a column-major view of the row-major key tile
-          wmma::load_matrix_sync(a, sk + ib * kFrag * ldk + sbk * kFrag, ldk);
-#pragma unroll
-          for (int cb = 0; cb < kColBlocksV; ++cb) {
-            typename Fr::BRow b;
-            wmma::load_matrix_sync(b, sdr + ib * kFrag * kLdS + cb * kFrag, kLdS);
-            wmma::mma_sync(acc[r][cb], a, b, acc[r][cb]);
-            if constexpr (kSplit) {
-              wmma::load_matrix_sync(b, sdr_lo + ib * kFrag * kLdS + cb * kFrag, kLdS);
-              wmma::mma_sync(acc[r][cb], a, b, acc[r][cb]);
-            }
-          }
-        }
+        mma_t_rows<kSplit>(acc[r], sk, ldk, sbk, 0, nrb, sdr, sdr_lo);  // K^T: the key tile read column-major
         if constexpr (kRangeScale) {
           const float up = ldexpf(1.f, red_range_exponent(red_dr));
 #pragma unroll
           for (int cb = 0; cb < kColBlocksV; ++cb) wt::scale_fragment(acc[r][cb], up);
         }
-        for (int ib = 0; ib < nrb; ++ib) {
-          typename Fr::ACol a;  // Q^T
-          wmma::load_matrix_sync(a, sq + ib * kFrag * ldk + sbk * kFrag, ldk);
-#pragma unroll
-          for (int cb = 0; cb < kColBlocksV; ++cb) {
-            typename Fr::BRow b;
-            wmma::load_matrix_sync(b, sdos + ib * kFrag * kLdS + cb * kFrag, kLdS);
-            wmma::mma_sync(acc[r][cb], a, b, acc[r][cb]);
-            if constexpr (kSplit) {
-              wmma::load_matrix_sync(b, sdos_lo + ib * kFrag * kLdS + cb * kFrag, kLdS);
-              wmma::mma_sync(acc[r][cb], a, b, acc[r][cb]);
-            }
-          }
-        }
+        mma_t_rows<kSplit>(acc[r], sq, ldk, sbk, 0, nrb, sdos, sdos_lo);  // Q^T
       }
     }
   }
 
-  if (p.dh0 == nullptr) return;  // uniform over the block
-  __syncthreads();               // K (in the stage's region) was last read by the final update
-#pragma unroll
-  for (int r = 0; r < kBlocksPerWarp; ++r) {
-    const int rb = state_row_block(warp, r);
-#pragma unroll
-    for (int cb = 0; cb < kColBlocksV; ++cb) {
-      if (rb < nks) {
-        wmma::store_matrix_sync(stage + rb * kFrag * kLdf + cb * kFrag, acc[r][cb], kLdf, wmma::mem_row_major);
-      }
-    }
-  }
-  __syncthreads();
-  float* __restrict__ out = static_cast<float*>(p.dh0) + nh * KV;
-  for (int e = threadIdx.x; e < K * kTileV; e += kThreadsTc) {
-    const int d = e / kTileV, col = e % kTileV;
-    if (col < vcols) out[int64_t(d) * V + v0 + col] = stage[d * kLdf + col];
-  }
+  if (p.dh0 == nullptr) return;  // uniform over the block; K (in the stage's region) was read last by the update
+  store_state(acc, stage, static_cast<float*>(p.dh0), nh, KV, K, V, v0, vcols, nks, warp);
 }
 
 template <typename T, int kBlocksPerWarp>

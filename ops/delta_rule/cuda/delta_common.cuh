@@ -104,6 +104,19 @@ __device__ __forceinline__ void load_state_tile(float* __restrict__ dst, const f
       [&](int e, float x) { dst[(e / kBV) * kLD + e % kBV] = x; });
 }
 
+// The fp32 [K x V] state the SIMT chunk kernels carry (S forward, dS backward), tile by tile in shared memory:
+// dst[e] for e < elems, e = d kBV + col, from src[nh K V + d V + v0 + col] (src == nullptr: 0). Rows >= K and
+// columns >= V stay 0 (their operands are 0). All threads; synchronised on return. nh and KV come apart so the
+// product stays inside the null check, as the kernels had it.
+__device__ __forceinline__ void load_state_smem(float* __restrict__ dst, const float* __restrict__ src, int64_t nh,
+                                                int64_t KV, int K, int V, int v0, int vcols, int elems) {
+  for (int e = threadIdx.x; e < elems; e += kThreads) {
+    const int d = e / kBV, c = e % kBV;
+    dst[e] = (src != nullptr && d < K && c < vcols) ? src[nh * KV + int64_t(d) * V + v0 + c] : 0.f;
+  }
+  __syncthreads();
+}
+
 // Per-row beta, cumulative log decay b and Gamma = e^b of the chunk's rows t0 .. t0 + L - 1 (padded rows:
 // beta = 0, b = b_{L-1}). graw: 64 floats of scratch. Contains one barrier; the caller synchronises after.
 __device__ __forceinline__ void load_chunk_gates(const FwdParams& p, int64_t t0, int64_t hv, int L,

@@ -68,12 +68,7 @@ __global__ void __launch_bounds__(kThreads) chunk_fwd_kernel(const FwdParams p, 
   constexpr int kRowBatch = kStatesOnly ? 8 : kTileBatch;
 
   // S <- h0 (or 0); rows >= K and columns >= V stay 0.
-  const float* __restrict__ h0 = static_cast<const float*>(p.h0);
-  for (int e = tid; e < k_tiles * kBK * kBV; e += kThreads) {
-    const int d = e / kBV, c = e % kBV;
-    sS[e] = (h0 != nullptr && d < K && c < vcols) ? h0[nh * KV + int64_t(d) * V + v0 + c] : 0.f;
-  }
-  __syncthreads();
+  load_state_smem(sS, static_cast<const float*>(p.h0), nh, KV, K, V, v0, vcols, k_tiles * kBK * kBV);
 
   const int64_t nchunks = ceil_div(seq.len, kChunk);
   const int64_t base = slot_base(seq.bos, n);

@@ -352,6 +352,163 @@ __device__ __forceinline__ int fp16_range_exponent(float m) {
   return e < -120 ? -120 : (e > 120 ? 120 : e);  // 2^e and 2^-e stay normal floats
 }
 
+// fp16: the exponent e such that the CTA-wide max |x| times 2^-e is below 2^14, from the per-warp maxima in
+// red[0 .. kWarps - 1] (block_range_max). Read again where it is used (a few shared loads) rather than kept
+// live across the tile loads and products, where registers are scarcest (K = 256 runs near the 255 cap).
+__device__ __forceinline__ int red_range_exponent(const float* __restrict__ red) {
+  float mm = red[0];
+  for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
+  return fp16_range_exponent(mm);
+}
+
+// red[w] = max of warp w's partial maxima m. All threads; one barrier inside, after which red_range_exponent
+// reads the CTA-wide exponent until red is written again.
+__device__ __forceinline__ void block_range_max(float m, float* __restrict__ red) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(kFullMask, m, off));
+  if (lane == 0) red[warp] = m;
+  __syncthreads();
+}
+
+// hi[at] = round(x); kSplit: lo[at] = round(x - hi), so hi + lo carries x to about twice the dtype's bits.
+template <typename T, bool kSplit>
+__device__ __forceinline__ void store_rounded(T* __restrict__ hi, T* __restrict__ lo, int at, float x) {
+  const T h = from_float<T>(x);
+  hi[at] = h;
+  if constexpr (kSplit) lo[at] = from_float<T>(x - to_float(h));
+}
+
+// The fp32 [K x V] state of one CTA lives in wmma accumulators across the chunks (acc[r][cb]: row block
+// state_row_block(warp, r), column block cb of the V tile) and passes through the fp32 stage ([kp x 32]) to
+// enter, to leave and to be rounded once per chunk. These helpers are that traffic, shared by the forward's
+// state kernel and the backward's dS kernel, which carry S and dS the same way.
+
+// acc <- src[nh K V + d V + v0 + col] (src == nullptr: 0). Rows >= K and columns >= V are 0 and stay 0 forever
+// (their operands are 0). All threads; the stage is free again when it returns. nh and KV come apart (not as
+// nh * KV) so that the product stays inside the null check, where the kernels had it: the same code then.
+template <typename Acc, int kBlocksPerWarp>
+__device__ __forceinline__ void load_state(Acc (&acc)[kBlocksPerWarp][kColBlocksV], float* __restrict__ stage,
+                                           const float* __restrict__ src, int64_t nh, int64_t KV, int K, int V,
+                                           int v0, int vcols, int kp, int nks, int warp) {
+  constexpr int kLdf = F32VTile::kLd;
+  for (int e = threadIdx.x; e < kp * kTileV; e += kThreadsTc) {
+    const int d = e / kTileV, col = e % kTileV;
+    stage[d * kLdf + col] = (src != nullptr && d < K && col < vcols) ? src[nh * KV + int64_t(d) * V + v0 + col] : 0.f;
+  }
+  __syncthreads();
+#pragma unroll
+  for (int r = 0; r < kBlocksPerWarp; ++r) {
+    const int rb = state_row_block(warp, r);
+#pragma unroll
+    for (int cb = 0; cb < kColBlocksV; ++cb) {
+      if (rb < nks) {
+        wmma::load_matrix_sync(acc[r][cb], stage + rb * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
+      } else {
+        wmma::fill_fragment(acc[r][cb], 0.f);
+      }
+    }
+  }
+}
+
+// stage <- this warp's fragments of acc; kMax (fp16's range scale): returns their max |x| (a max over all
+// elements does not depend on the fragment layout), else 0. No barrier.
+template <bool kMax, typename Acc, int kBlocksPerWarp>
+__device__ __forceinline__ float stage_state(Acc (&acc)[kBlocksPerWarp][kColBlocksV], float* __restrict__ stage,
+                                             int nks, int warp) {
+  constexpr int kLdf = F32VTile::kLd;
+  float mx = 0.f;
+#pragma unroll
+  for (int r = 0; r < kBlocksPerWarp; ++r) {
+    const int rb = state_row_block(warp, r);
+#pragma unroll
+    for (int cb = 0; cb < kColBlocksV; ++cb) {
+      if (rb < nks) {
+        wmma::store_matrix_sync(stage + rb * kFrag * kLdf + cb * kFrag, acc[r][cb], kLdf, wmma::mem_row_major);
+        if constexpr (kMax) {
+          for (int x = 0; x < acc[r][cb].num_elements; ++x) mx = fmaxf(mx, fabsf(acc[r][cb].x[x]));
+        }
+      }
+    }
+  }
+  return mx;
+}
+
+// dst[nh K V + d V + v0 + col] <- the state, rows < K and columns < V. All threads, after the last reads of the
+// stage's region (its first barrier waits for them). dst + nh * KV is formed after the barriers, where the
+// kernels formed it: passed in formed, it changed ptxas's register assignment.
+template <typename Acc, int kBlocksPerWarp>
+__device__ __forceinline__ void store_state(Acc (&acc)[kBlocksPerWarp][kColBlocksV], float* __restrict__ stage,
+                                            float* dst, int64_t nh, int64_t KV, int K, int V, int v0, int vcols,
+                                            int nks, int warp) {
+  constexpr int kLdf = F32VTile::kLd;
+  __syncthreads();
+  stage_state<false>(acc, stage, nks, warp);
+  __syncthreads();
+  float* __restrict__ out = dst + nh * KV;
+  for (int e = threadIdx.x; e < K * kTileV; e += kThreadsTc) {
+    const int d = e / kTileV, col = e % kTileV;
+    if (col < vcols) out[int64_t(d) * V + v0 + col] = stage[d * kLdf + col];
+  }
+}
+
+// acc[cb] = A_rb B: row block rb of the row-major [64 x kp] tile a (leading dimension lda) times the [kp x 32]
+// tile hi (+ lo with kSplit, the rounding residuals), over the nks 16-deep slices of kp.
+template <bool kSplit, typename T, typename Acc>
+__device__ __forceinline__ void mma_rows(Acc (&acc)[kColBlocksV], const T* __restrict__ a, int lda, int rb,
+                                         int nks, const T* __restrict__ hi, const T* __restrict__ lo) {
+  using Fr = wt::Frag<T>;
+  constexpr int kLdS = HalfVTile<T>::kLd;
+#pragma unroll
+  for (int cb = 0; cb < kColBlocksV; ++cb) wmma::fill_fragment(acc[cb], 0.f);
+  for (int ks = 0; ks < nks; ++ks) {
+    typename Fr::ARow fa;
+    wmma::load_matrix_sync(fa, a + rb * kFrag * lda + ks * kFrag, lda);
+#pragma unroll
+    for (int cb = 0; cb < kColBlocksV; ++cb) {
+      typename Fr::BRow fb;
+      wmma::load_matrix_sync(fb, hi + ks * kFrag * kLdS + cb * kFrag, kLdS);
+      wmma::mma_sync(acc[cb], fa, fb, acc[cb]);
+      if constexpr (kSplit) {
+        wmma::load_matrix_sync(fb, lo + ks * kFrag * kLdS + cb * kFrag, kLdS);
+        wmma::mma_sync(acc[cb], fa, fb, acc[cb]);
+      }
+    }
+  }
+}
+
+// acc[cb] += sum over chunk row blocks jb in [jb0, nrb) of (A^T)_{rb, jb} B_jb: A^T read as a column-major view
+// of the row-major tile a (leading dimension lda), B the [64 x 32] tile hi (+ lo with kSplit).
+template <bool kSplit, typename T, typename Acc>
+__device__ __forceinline__ void mma_t_rows(Acc (&acc)[kColBlocksV], const T* __restrict__ a, int lda, int rb,
+                                           int jb0, int nrb, const T* __restrict__ hi, const T* __restrict__ lo) {
+  using Fr = wt::Frag<T>;
+  constexpr int kLdS = HalfVTile<T>::kLd;
+  for (int jb = jb0; jb < nrb; ++jb) {
+    typename Fr::ACol fa;
+    wmma::load_matrix_sync(fa, a + jb * kFrag * lda + rb * kFrag, lda);
+#pragma unroll
+    for (int cb = 0; cb < kColBlocksV; ++cb) {
+      typename Fr::BRow fb;
+      wmma::load_matrix_sync(fb, hi + jb * kFrag * kLdS + cb * kFrag, kLdS);
+      wmma::mma_sync(acc[cb], fa, fb, acc[cb]);
+      if constexpr (kSplit) {
+        wmma::load_matrix_sync(fb, lo + jb * kFrag * kLdS + cb * kFrag, kLdS);
+        wmma::mma_sync(acc[cb], fa, fb, acc[cb]);
+      }
+    }
+  }
+}
+
+// frow[.., cb * 16 ..] <- acc[cb]: a warp's 16 fp32 rows of a [64 x 32] product.
+template <typename Acc>
+__device__ __forceinline__ void store_rows(float* __restrict__ frow, Acc (&acc)[kColBlocksV]) {
+#pragma unroll
+  for (int cb = 0; cb < kColBlocksV; ++cb) {
+    wmma::store_matrix_sync(frow + cb * kFrag, acc[cb], F32VTile::kLd, wmma::mem_row_major);
+  }
+}
+
 // kRangeScale (fp16): S0 scaled by a power of two before rounding. kSplit (bf16): Vn and Dm_L Vn are passed as
 // hi + lo (both rounded) to the P Vn and K^T (Dm_L Vn) products, which keeps a bf16 rounding of Vn out of the
 // carried state (it compounded over the chunks of a sequence).
@@ -397,43 +554,15 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_state_kernel(const FwdParams
   const T* __restrict__ qh = static_cast<const T*>(p.q) + h * K;
   const T* __restrict__ kh = static_cast<const T*>(p.k) + h * K;
 
-  // S <- h0 (or 0) through the stage; rows >= K and columns >= V stay 0 forever (their operands are 0).
-  const float* __restrict__ h0 = static_cast<const float*>(p.h0);
-  for (int e = threadIdx.x; e < kp * kTileV; e += kThreadsTc) {
-    const int d = e / kTileV, col = e % kTileV;
-    stage[d * kLdf + col] =
-        (h0 != nullptr && d < K && col < vcols) ? h0[nh * KV + int64_t(d) * V + v0 + col] : 0.f;
-  }
-  __syncthreads();
-  typename Fr::Acc acc[kBlocksPerWarp][kColBlocksV];
-#pragma unroll
-  for (int r = 0; r < kBlocksPerWarp; ++r) {
-    const int rb = state_row_block(warp, r);
-#pragma unroll
-    for (int cb = 0; cb < kColBlocksV; ++cb) {
-      if (rb < nks) {
-        wmma::load_matrix_sync(acc[r][cb], stage + rb * kFrag * kLdf + cb * kFrag, kLdf, wmma::mem_row_major);
-      } else {
-        wmma::fill_fragment(acc[r][cb], 0.f);
-      }
-    }
-  }
+  typename Fr::Acc acc[kBlocksPerWarp][kColBlocksV];  // S <- h0 (or 0)
+  load_state(acc, stage, static_cast<const float*>(p.h0), nh, KV, K, V, v0, vcols, kp, nks, warp);
 
   for (int64_t c = 0; c < nchunks; ++c) {
     const int64_t t0 = seq.bos + c * kChunk, slot = slot0 + c;
     const int L = static_cast<int>(min(int64_t(kChunk), seq.len - c * kChunk));
     const int nrb = static_cast<int>(ceil_div(L, kFrag));
     __syncthreads();  // the last chunk's products are done with the stage / x region and the gates
-#pragma unroll
-    for (int r = 0; r < kBlocksPerWarp; ++r) {
-      const int rb = state_row_block(warp, r);
-#pragma unroll
-      for (int cb = 0; cb < kColBlocksV; ++cb) {
-        if (rb < nks) {
-          wmma::store_matrix_sync(stage + rb * kFrag * kLdf + cb * kFrag, acc[r][cb], kLdf, wmma::mem_row_major);
-        }
-      }
-    }
+    stage_state<false>(acc, stage, nks, warp);
     if (warp == 0) chunk_gates(sb, sbeta, p, t0, hv, L);
     __syncthreads();
 
@@ -442,13 +571,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_state_kernel(const FwdParams
     if constexpr (kRangeScale) {
       float m = 0.f;
       for (int e = threadIdx.x; e < kp * kTileV; e += kThreadsTc) m = fmaxf(m, fabsf(stage[(e / kTileV) * kLdf + e % kTileV]));
-#pragma unroll
-      for (int off = 16; off > 0; off /= 2) m = fmaxf(m, __shfl_xor_sync(kFullMask, m, off));
-      if (lane == 0) red[warp] = m;
-      __syncthreads();
-      float mm = red[0];
-      for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-      const int ex = fp16_range_exponent(mm);
+      block_range_max(m, red);
+      const int ex = red_range_exponent(red);
       range_down = ldexpf(1.f, -ex);
       range_up = ldexpf(1.f, ex);
     }
@@ -480,22 +604,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_state_kernel(const FwdParams
       float* __restrict__ frow = sf + rb * kFrag * kLdf;
       if (rb < nrb) {
         typename Fr::Acc ws0[kColBlocksV];
-#pragma unroll
-        for (int cb = 0; cb < kColBlocksV; ++cb) wmma::fill_fragment(ws0[cb], 0.f);
-        for (int ks = 0; ks < nks; ++ks) {
-          typename Fr::ARow a;
-          wmma::load_matrix_sync(a, sx + rb * kFrag * ldx + ks * kFrag, ldx);
-#pragma unroll
-          for (int cb = 0; cb < kColBlocksV; ++cb) {
-            typename Fr::BRow b;
-            wmma::load_matrix_sync(b, ss + ks * kFrag * kLdS + cb * kFrag, kLdS);
-            wmma::mma_sync(ws0[cb], a, b, ws0[cb]);
-          }
-        }
-#pragma unroll
-        for (int cb = 0; cb < kColBlocksV; ++cb) {
-          wmma::store_matrix_sync(frow + cb * kFrag, ws0[cb], kLdf, wmma::mem_row_major);
-        }
+        mma_rows<false>(ws0, sx, ldx, rb, nks, ss, ss_lo);
+        store_rows(frow, ws0);
       }
       __syncwarp();
       const float* __restrict__ u = ws.u + wsl * kChunk * V + v0;
@@ -529,22 +639,8 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_state_kernel(const FwdParams
         float* __restrict__ frow = sf + rb * kFrag * kLdf;
         if (rb < nrb) {
           typename Fr::Acc o[kColBlocksV];
-#pragma unroll
-          for (int cb = 0; cb < kColBlocksV; ++cb) wmma::fill_fragment(o[cb], 0.f);
-          for (int ks = 0; ks < nks; ++ks) {
-            typename Fr::ARow a;
-            wmma::load_matrix_sync(a, sx + rb * kFrag * ldx + ks * kFrag, ldx);
-#pragma unroll
-            for (int cb = 0; cb < kColBlocksV; ++cb) {
-              typename Fr::BRow b;
-              wmma::load_matrix_sync(b, ss + ks * kFrag * kLdS + cb * kFrag, kLdS);
-              wmma::mma_sync(o[cb], a, b, o[cb]);
-            }
-          }
-#pragma unroll
-          for (int cb = 0; cb < kColBlocksV; ++cb) {
-            wmma::store_matrix_sync(frow + cb * kFrag, o[cb], kLdf, wmma::mem_row_major);
-          }
+          mma_rows<false>(o, sx, ldx, rb, nks, ss, ss_lo);
+          store_rows(frow, o);
           __syncwarp();
           for (int e = lane; e < kFrag * kTileV; e += 32) {
             const int r = e / kTileV, col = e % kTileV;
@@ -586,34 +682,12 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_state_kernel(const FwdParams
       float* __restrict__ frow = sf + rb * kFrag * kLdf;
       if (rb < nrb) {
         typename Fr::Acc z[kColBlocksV];
-#pragma unroll
-        for (int cb = 0; cb < kColBlocksV; ++cb) wmma::fill_fragment(z[cb], 0.f);
-        for (int ks = 0; ks < nks; ++ks) {
-          typename Fr::ARow a;
-          wmma::load_matrix_sync(a, sx + rb * kFrag * ldx + ks * kFrag, ldx);
-#pragma unroll
-          for (int cb = 0; cb < kColBlocksV; ++cb) {
-            typename Fr::BRow b;
-            wmma::load_matrix_sync(b, ss + ks * kFrag * kLdS + cb * kFrag, kLdS);
-            wmma::mma_sync(z[cb], a, b, z[cb]);
-            if constexpr (kSplit) {
-              wmma::load_matrix_sync(b, ss_lo + ks * kFrag * kLdS + cb * kFrag, kLdS);
-              wmma::mma_sync(z[cb], a, b, z[cb]);
-            }
-          }
-        }
-#pragma unroll
-        for (int cb = 0; cb < kColBlocksV; ++cb) {
-          wmma::store_matrix_sync(frow + cb * kFrag, z[cb], kLdf, wmma::mem_row_major);
-        }
+        mma_rows<kSplit>(z, sx, ldx, rb, nks, ss, ss_lo);
+        store_rows(frow, z);
         // The range scale again from red (unchanged since this chunk's max): keeping range_up live across the
         // loads made ptxas 13.0 spill it on sm_90a.
         float z_up = 1.f;
-        if constexpr (kRangeScale) {
-          float mm = red[0];
-          for (int w = 1; w < kWarps; ++w) mm = fmaxf(mm, red[w]);
-          z_up = ldexpf(1.f, fp16_range_exponent(mm));
-        }
+        if constexpr (kRangeScale) z_up = ldexpf(1.f, red_range_exponent(red));
         __syncwarp();
         for (int e = lane; e < kFrag * kTileV; e += 32) {
           const int r = e / kTileV, col = e % kTileV, i = rb * kFrag + r;
@@ -632,42 +706,13 @@ __global__ void __launch_bounds__(kThreadsTc, 1) tc_state_kernel(const FwdParams
       if (rb < nks) {
 #pragma unroll
         for (int cb = 0; cb < kColBlocksV; ++cb) wt::scale_fragment(acc[r][cb], decay);
-        for (int jb = 0; jb < nrb; ++jb) {
-          typename Fr::ACol a;  // K^T: a column-major view of the row-major key tile
-          wmma::load_matrix_sync(a, sx + jb * kFrag * ldx + rb * kFrag, ldx);
-#pragma unroll
-          for (int cb = 0; cb < kColBlocksV; ++cb) {
-            typename Fr::BRow b;
-            wmma::load_matrix_sync(b, svd + jb * kFrag * kLdS + cb * kFrag, kLdS);
-            wmma::mma_sync(acc[r][cb], a, b, acc[r][cb]);
-            if constexpr (kSplit) {
-              wmma::load_matrix_sync(b, svd_lo + jb * kFrag * kLdS + cb * kFrag, kLdS);
-              wmma::mma_sync(acc[r][cb], a, b, acc[r][cb]);
-            }
-          }
-        }
+        mma_t_rows<kSplit>(acc[r], sx, ldx, rb, 0, nrb, svd, svd_lo);  // K^T: the key tile read column-major
       }
     }
   }
 
-  if (kStates || p.ht == nullptr) return;  // uniform over the block
-  __syncthreads();              // the x region (aliasing the stage) was last read by the final update
-#pragma unroll
-  for (int r = 0; r < kBlocksPerWarp; ++r) {
-    const int rb = state_row_block(warp, r);
-#pragma unroll
-    for (int cb = 0; cb < kColBlocksV; ++cb) {
-      if (rb < nks) {
-        wmma::store_matrix_sync(stage + rb * kFrag * kLdf + cb * kFrag, acc[r][cb], kLdf, wmma::mem_row_major);
-      }
-    }
-  }
-  __syncthreads();
-  float* __restrict__ out = static_cast<float*>(p.ht) + nh * KV;
-  for (int e = threadIdx.x; e < K * kTileV; e += kThreadsTc) {
-    const int d = e / kTileV, col = e % kTileV;
-    if (col < vcols) out[int64_t(d) * V + v0 + col] = stage[d * kLdf + col];
-  }
+  if (kStates || p.ht == nullptr) return;  // uniform over the block; the final update read the x region last
+  store_state(acc, stage, static_cast<float*>(p.ht), nh, KV, K, V, v0, vcols, nks, warp);
 }
 
 template <typename T, int kBlocksPerWarp, bool kStates>

@@ -258,20 +258,9 @@ void backward_linear(const Params& p, const BwdWorkspace& ws, cudaStream_t strea
   simt::row_dot_kernel<T><<<static_cast<unsigned>(ceil_div(rows, kWarps)), simt::kThreads, 0, stream>>>(
       static_cast<const T*>(p.do_), static_cast<const T*>(p.o), p.z, -1.f, rows, static_cast<int>(p.dim_v), ws.dz);
   LINATTN_CHECK_LAUNCH();
-  switch (tile_width(p)) {
-    case 32:
-      launch_bwd_linear<T, 32>(p, ws, stream);
-      break;
-    case 64:
-      launch_bwd_linear<T, 64>(p, ws, stream);
-      break;
-    case 128:
-      launch_bwd_linear<T, 128>(p, ws, stream);
-      break;
-    default:
-      launch_bwd_linear<T, 256>(p, ws, stream);
-      break;
-  }
+  // tile_width is already a bucket; dispatch_width buckets it again, which changes nothing.
+  simt::dispatch_width(tile_width(p),
+                       [&](auto width) { launch_bwd_linear<T, decltype(width)::value>(p, ws, stream); });
 }
 
 }  // namespace linattn::lolcats::gpu

@@ -186,10 +186,7 @@ __global__ void __launch_bounds__(simt::kThreads)
     simt::load_rows<T, kP, kLoadBatch>(sdn, LD, doh + q0 * p.v_tok_stride, p.v_tok_stride, qr, V, R, sinvz);
     __syncthreads();
     float s[RM][CN], dp[RM][CN];  // transposed: rows are keys, columns queries
-    simt::zero(s);
-    simt::zero(dp);
-    simt::tile_dot(s, sk, sq, LD, D);
-    simt::tile_dot(dp, sv, sdn, LD, V);
+    simt::key_tile_scores(s, dp, sk, sq, D, sv, sdn, V, LD);
 #pragma unroll
     for (int r = 0; r < RM; ++r) {
       const int jj = ty + simt::kSide * r;
@@ -207,12 +204,7 @@ __global__ void __launch_bounds__(simt::kThreads)
         dp[r][c] = ds;
       }
     }
-    simt::store_block(se, LDP, s);
-    simt::store_block(sds, LDP, dp);
-    __syncthreads();
-    simt::tile_pv(dv, se, LDP, sdn, LD, qr);
-    simt::tile_pv(dk, sds, LDP, sq, LD, qr);
-    __syncthreads();
+    simt::key_tile_accumulate(dk, dv, s, dp, se, sds, LDP, sq, sdn, LD, qr);
   }
 
   float mul[RM];
@@ -261,20 +253,9 @@ template <DType D>
 void backward_window(const Params& p, const BwdWorkspace& ws, cudaStream_t stream) {
   using T = typename StorageOf<D>::type;
   if (p.batch * p.seqlen * p.heads == 0) return;
-  switch (tile_width(p)) {
-    case 32:
-      launch_bwd_window<T, 32>(p, ws, stream);
-      break;
-    case 64:
-      launch_bwd_window<T, 64>(p, ws, stream);
-      break;
-    case 128:
-      launch_bwd_window<T, 128>(p, ws, stream);
-      break;
-    default:
-      launch_bwd_window<T, 256>(p, ws, stream);
-      break;
-  }
+  // tile_width is already a bucket; dispatch_width buckets it again, which changes nothing.
+  simt::dispatch_width(tile_width(p),
+                       [&](auto width) { launch_bwd_window<T, decltype(width)::value>(p, ws, stream); });
 }
 
 }  // namespace linattn::lolcats::gpu

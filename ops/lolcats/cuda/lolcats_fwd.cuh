@@ -193,20 +193,9 @@ void forward(const Params& p, float* states_ws, cudaStream_t stream) {
   const RowOperand<T> x{static_cast<const T*>(p.fk), p.f_tok_stride, p.f_head_stride, static_cast<int>(p.dim_f)};
   const RowOperand<T> y{static_cast<const T*>(p.v), p.v_tok_stride, p.v_head_stride, static_cast<int>(p.dim_v)};
   launch_chunk_states<T, false>(p, x, y, nullptr, nullptr, states_ws, stream);
-  switch (tile_width(p)) {
-    case 32:
-      launch_fwd<T, 32>(p, states_ws, stream);
-      break;
-    case 64:
-      launch_fwd<T, 64>(p, states_ws, stream);
-      break;
-    case 128:
-      launch_fwd<T, 128>(p, states_ws, stream);
-      break;
-    default:
-      launch_fwd<T, 256>(p, states_ws, stream);
-      break;
-  }
+  // tile_width is already a bucket; dispatch_width buckets it again, which changes nothing.
+  simt::dispatch_width(tile_width(p),
+                       [&](auto width) { launch_fwd<T, decltype(width)::value>(p, states_ws, stream); });
 }
 
 }  // namespace linattn::lolcats::gpu

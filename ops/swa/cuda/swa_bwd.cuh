@@ -146,10 +146,7 @@ __global__ void __launch_bounds__(simt::kThreads)
     }
     __syncthreads();
     float s[RM][CN], dp[RM][CN];  // transposed: rows are keys, columns queries
-    simt::zero(s);
-    simt::zero(dp);
-    simt::tile_dot(s, sk, sq, LD, K);
-    simt::tile_dot(dp, sv, sdo, LD, V);
+    simt::key_tile_scores(s, dp, sk, sq, K, sv, sdo, V, LD);
 #pragma unroll
     for (int r = 0; r < RM; ++r) {
       const int jj = ty + simt::kSide * r;
@@ -164,12 +161,7 @@ __global__ void __launch_bounds__(simt::kThreads)
         s[r][c] = pij;
       }
     }
-    simt::store_block(sp, LDP, s);
-    simt::store_block(sds, LDP, dp);
-    __syncthreads();
-    simt::tile_pv(dv, sp, LDP, sdo, LD, qr);
-    simt::tile_pv(dk, sds, LDP, sq, LD, qr);
-    __syncthreads();
+    simt::key_tile_accumulate(dk, dv, s, dp, sp, sds, LDP, sq, sdo, LD, qr);
   }
   float one[RM], mul[RM];
 #pragma unroll
@@ -216,20 +208,8 @@ void backward(const Params& p, float* delta_ws, cudaStream_t stream) {
       static_cast<const T*>(p.do_), static_cast<const T*>(p.o), nullptr, static_cast<float>(p.do_scale), rows,
       static_cast<int>(p.dim_v), delta_ws);
   LINATTN_CHECK_LAUNCH();
-  switch (simt::width_bucket(p.dim_k > p.dim_v ? p.dim_k : p.dim_v)) {
-    case 32:
-      launch_bwd<T, 32>(p, delta_ws, stream);
-      break;
-    case 64:
-      launch_bwd<T, 64>(p, delta_ws, stream);
-      break;
-    case 128:
-      launch_bwd<T, 128>(p, delta_ws, stream);
-      break;
-    default:
-      launch_bwd<T, 256>(p, delta_ws, stream);
-      break;
-  }
+  simt::dispatch_width(p.dim_k > p.dim_v ? p.dim_k : p.dim_v,
+                       [&](auto width) { launch_bwd<T, decltype(width)::value>(p, delta_ws, stream); });
 }
 
 }  // namespace linattn::swa::gpu

@@ -119,20 +119,8 @@ void launch_fwd(const Params& p, cudaStream_t stream) {
 template <DType D>
 void forward(const Params& p, cudaStream_t stream) {
   using T = typename StorageOf<D>::type;
-  switch (simt::width_bucket(p.dim_k > p.dim_v ? p.dim_k : p.dim_v)) {
-    case 32:
-      launch_fwd<T, 32>(p, stream);
-      break;
-    case 64:
-      launch_fwd<T, 64>(p, stream);
-      break;
-    case 128:
-      launch_fwd<T, 128>(p, stream);
-      break;
-    default:
-      launch_fwd<T, 256>(p, stream);
-      break;
-  }
+  simt::dispatch_width(p.dim_k > p.dim_v ? p.dim_k : p.dim_v,
+                       [&](auto width) { launch_fwd<T, decltype(width)::value>(p, stream); });
 }
 
 }  // namespace linattn::swa::gpu
