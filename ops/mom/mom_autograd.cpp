@@ -1,6 +1,7 @@
-// Autograd of mom_dispatch / mom_combine / mom_grouped_linear: C++ autograd Functions on the Autograd key that call the ops below
-// autograd for the forward and the registered backward ops (_mom_dispatch_backward, _mom_combine_backward)
-// for the gradients, so every backend with the forward kernels differentiates the same way.
+// Autograd of mom_dispatch / mom_combine / mom_grouped_linear: C++ autograd Functions on the Autograd key that
+// call the ops below autograd for the forward and the registered backward ops (_mom_dispatch_backward,
+// _mom_combine_backward, _mom_grouped_linear_weight_grad) for the gradients, so every backend with the forward
+// kernels differentiates the same way.
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/dispatch/Dispatcher.h>

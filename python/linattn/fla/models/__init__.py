@@ -9,7 +9,8 @@ from .configs import DeltaNetConfig, GatedDeltaNetConfig, GLAConfig, MomConfig
 from .modeling import (DeltaNetForCausalLM, DeltaNetModel, GatedDeltaNetForCausalLM, GatedDeltaNetModel,
                        GLAForCausalLM, GLAModel, MomForCausalLM, MomModel)
 
-for _config, _model, _lm in ((GLAConfig, GLAModel, GLAForCausalLM), (DeltaNetConfig, DeltaNetModel, DeltaNetForCausalLM),
+for _config, _model, _lm in ((GLAConfig, GLAModel, GLAForCausalLM),
+                             (DeltaNetConfig, DeltaNetModel, DeltaNetForCausalLM),
                              (GatedDeltaNetConfig, GatedDeltaNetModel, GatedDeltaNetForCausalLM),
                              (MomConfig, MomModel, MomForCausalLM)):
     try:

@@ -1,5 +1,6 @@
 """Configurations with the model_type, field names and defaults of fla 0.5.2's GLAConfig, DeltaNetConfig,
-GatedDeltaNetConfig and MomConfig, so their config.json files load (`from_pretrained`) and keyword constructions carry over.
+GatedDeltaNetConfig and MomConfig, so their config.json files load (`from_pretrained`) and keyword constructions
+carry over.
 
 Fields that change no result here (fuse_norm, fuse_swiglu, fuse_cross_entropy, fuse_linear_cross_entropy: fla's
 kernel choices for the same math) are kept and ignored. Hybrid softmax-attention layers (`attn`), attention

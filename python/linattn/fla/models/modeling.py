@@ -1,5 +1,6 @@
-"""fla 0.5.2's causal LMs (GLA, DeltaNet, GatedDeltaNet, MoM) over linattn's layers: <Name>Model (embeddings, blocks, final norm) and <Name>ForCausalLM
-(+ lm_head) with fla's module names, so fla checkpoints (state dicts, `save_pretrained` folders) load as they are.
+"""fla 0.5.2's causal LMs (GLA, DeltaNet, GatedDeltaNet, MoM) over linattn's layers: <Name>Model (embeddings,
+blocks, final norm) and <Name>ForCausalLM (+ lm_head) with fla's module names, so fla checkpoints (state dicts,
+`save_pretrained` folders) load as they are.
 
 A block is pre-norm: h = h + attn(attn_norm(h)), h = h + mlp(mlp_norm(h)), the MLP a SwiGLU (gate_proj, up_proj,
 down_proj; intermediate size from hidden_ratio as in fla). MoM adds fla's auxiliary load-balancing loss over all
@@ -29,8 +30,8 @@ def _check_supported(config) -> None:
     names = [name for name, bad in unsupported.items() if bad]
     if names:
         raise NotImplementedError(f"{type(config).__name__}: {', '.join(names)} (hybrid softmax-attention layers, "
-                                  "attention residuals, l2warp, powlu MLPs, MoM backends other than gated_deltanet) are not "
-                                  "supported by linattn's models")
+                                  "attention residuals, l2warp, powlu MLPs, MoM backends other than gated_deltanet) "
+                                  "are not supported by linattn's models")
 
 
 class GatedMLP(nn.Module):
