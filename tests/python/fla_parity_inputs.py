@@ -64,10 +64,14 @@ def weights(t, j):
     return det(*t.shape, seed=500 + j)
 
 
+def probe(shape, name, j):
+    """The j-th fixed deterministic tensor that fingerprints the tensor called name."""
+    return det(*shape, seed=1000 + sum(ord(c) for c in name) + j)
+
+
 def probes(t, name):
     """Four projections of t onto fixed deterministic tensors: a compact, version-independent fingerprint."""
-    seed = 1000 + sum(ord(c) for c in name)
-    return [float((t.double() * det(*t.shape, seed=seed + j)).sum()) for j in range(4)]
+    return [float((t.double() * probe(t.shape, name, j)).sum()) for j in range(4)]
 
 
 # Layers and models: (name, fla class path, linattn class path, constructor keywords, train mode, T). T <= 64 in
